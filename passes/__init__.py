@@ -1,0 +1,3 @@
+"""Built-in passes, registered on import (one pass per module)."""
+
+from yolograph.passes import cleanup, fold_bn  # noqa: F401

@@ -1,0 +1,161 @@
+"""YOLO facts read from a model's metadata and graph structure.
+
+The head is found structurally, not by ultralytics names, so a renamed or modified YOLOv8 works:
+the *final head convs* are the Convs with no Conv after them (other than the DFL conv, the 1x1
+Conv fed by a Softmax); everything computed from them is the *decode* subgraph (DFL, box
+decode, score sigmoid, final Concat), which quantization and pruning must leave alone.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import networkx as nx
+
+if TYPE_CHECKING:
+    from yolograph.ir.model import Model
+
+
+@dataclass(frozen=True)
+class YoloFacts:
+    task: str | None = None
+    stride: int | None = None
+    imgsz: tuple[int, int] | None = None
+    names: dict[int, str] = field(default_factory=dict)
+    num_classes: int | None = None
+    reg_max: int | None = None
+    head_convs: tuple[str, ...] = ()
+    head_nodes: frozenset[str] = frozenset()
+    decode_nodes: frozenset[str] = frozenset()
+    dfl_conv: str | None = None
+
+    @property
+    def is_detect(self) -> bool:
+        return bool(self.head_convs) and self.num_classes is not None
+
+    def summary(self) -> dict:
+        return {
+            "task": self.task,
+            "stride": self.stride,
+            "imgsz": list(self.imgsz) if self.imgsz else None,
+            "num_classes": self.num_classes,
+            "reg_max": self.reg_max,
+            "head_convs": len(self.head_convs),
+            "head_nodes": len(self.head_nodes),
+            "decode_nodes": len(self.decode_nodes),
+            "dfl_conv": self.dfl_conv,
+            "class_names": len(self.names),
+        }
+
+
+def read_yolo_facts(model: Model) -> YoloFacts:
+    meta = model.metadata
+    names = _parse_names(meta.get("names"))
+    imgsz = _parse_imgsz(meta.get("imgsz")) or _imgsz_from_input(model)
+    view = model.nx_graph
+    ops = nx.get_node_attributes(view, "op")
+    dfl_conv = _find_dfl_conv(model)
+    head_convs = _final_convs(view, ops, dfl_conv)
+    decode = _decode_nodes(model, view, head_convs)
+    output_shape = model.outputs[0].shape if model.outputs else ()
+    num_classes = None
+    if head_convs and len(output_shape) == 3 and output_shape[1] > 4:
+        num_classes = output_shape[1] - 4
+    reg_max = None
+    if dfl_conv is not None:
+        weight = model.node(dfl_conv).inputs[1]
+        reg_max = int(weight.shape[1]) if weight.shape else None
+    return YoloFacts(
+        task=meta.get("task") or ("detect" if num_classes else None),
+        stride=int(meta["stride"]) if meta.get("stride", "").isdigit() else None,
+        imgsz=imgsz,
+        names=names or ({i: str(i) for i in range(num_classes)} if num_classes else {}),
+        num_classes=num_classes,
+        reg_max=reg_max,
+        head_convs=tuple(head_convs),
+        head_nodes=frozenset(_head_nodes(model, head_convs, decode)),
+        decode_nodes=frozenset(decode),
+        dfl_conv=dfl_conv,
+    )
+
+
+def _parse_names(text: str | None) -> dict[int, str]:
+    if not text:
+        return {}
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return {}
+    if isinstance(value, dict):
+        return {int(k): str(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return dict(enumerate(map(str, value)))
+    return {}
+
+
+def _parse_imgsz(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return None
+    if isinstance(value, int):
+        return (value, value)
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        return (int(value[0]), int(value[1]))
+    return None
+
+
+def _imgsz_from_input(model: Model) -> tuple[int, int] | None:
+    shape = model.inputs[0].shape if model.inputs else ()
+    return (shape[2], shape[3]) if len(shape) == 4 else None
+
+
+def _find_dfl_conv(model: Model) -> str | None:
+    for node in model.nodes_by_op("Conv"):
+        source = node.inputs[0].inputs
+        if source and source[0].op == "Softmax":
+            return node.name
+    return None
+
+
+def _final_convs(view: nx.MultiDiGraph, ops: dict[str, str], dfl_conv: str | None) -> list[str]:
+    """Convs after which no Conv runs except the DFL conv: the head's last 1x1 convs."""
+    conv_below: dict[str, bool] = {}
+    for name in reversed(list(nx.topological_sort(view))):
+        conv_below[name] = any(
+            (ops[child] == "Conv" and child != dfl_conv) or conv_below[child] for child in view.successors(name)
+        )
+    return [n for n in nx.topological_sort(view) if ops[n] == "Conv" and n != dfl_conv and not conv_below[n]]
+
+
+def _decode_nodes(model: Model, view: nx.MultiDiGraph, head_convs: list[str]) -> set[str]:
+    decode: set[str] = set()
+    for conv in head_convs:
+        decode |= nx.descendants(view, conv)
+    decode -= set(head_convs)
+    # Constant nodes that feed only the decode belong to it too.
+    for node in model.graph.nodes:
+        successors = set(view.successors(node.name))
+        if node.op == "Constant" and successors and successors <= decode:
+            decode.add(node.name)
+    return decode
+
+
+def _head_nodes(model: Model, head_convs: list[str], decode: set[str]) -> set[str]:
+    """Nodes of the Detect module: by the shared ultralytics module prefix when there is one."""
+    prefixes = {_module_prefix(name) for name in head_convs}
+    if len(prefixes) == 1 and None not in prefixes:
+        prefix = prefixes.pop()
+        return {n.name for n in model.graph.nodes if n.name.startswith(prefix)} | decode
+    return set(head_convs) | decode
+
+
+def _module_prefix(node_name: str) -> str | None:
+    parts = node_name.split("/")
+    if len(parts) > 2 and parts[1].startswith("model."):
+        return f"/{parts[1]}/"
+    return None
