@@ -1,0 +1,244 @@
+"""The ultralytics .pt frontend: safe checkpoint reading and lowering to the IR."""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from yolograph.data import fixtures
+from yolograph.errors import ModelError
+from yolograph.frontends.pt import UnsafeCheckpointError, read_checkpoint, state_dict
+
+FIXTURES = fixtures()
+N_PT = FIXTURES / "yolov8n-rand.pt"
+S_PT = FIXTURES / "yolov8s-rand-nc3.pt"
+PWNED = Path("/tmp/yolograph_pwned")
+
+needs_fixtures = pytest.mark.skipif(not N_PT.is_file(), reason="shared/data/fixtures is not available")
+
+
+# -- a tiny protocol-2 pickle assembler, so tests can write exactly the opcodes they mean ---------
+
+
+def op_global(module: str, name: str) -> bytes:
+    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+
+
+def op_str(text: str) -> bytes:
+    data = text.encode()
+    return b"X" + struct.pack("<I", len(data)) + data
+
+
+def op_int(value: int) -> bytes:
+    return b"J" + struct.pack("<i", value)
+
+
+def op_tuple(*items: bytes) -> bytes:
+    return b"(" + b"".join(items) + b"t"
+
+
+def op_call(func: bytes, *args: bytes) -> bytes:
+    return func + op_tuple(*args) + b"R"
+
+
+def op_dict(**items: bytes) -> bytes:
+    return b"}(" + b"".join(op_str(k) + v for k, v in items.items()) + b"u"
+
+
+def pickle_bytes(body: bytes) -> bytes:
+    return b"\x80\x02" + body + b"."
+
+
+def op_tensor(key: str, storage: str, numel: int, offset: int, size: tuple[int, ...], stride: tuple[int, ...]) -> bytes:
+    persistent = op_tuple(op_str("storage"), op_global("torch", storage), op_str(key), op_str("cpu"), op_int(numel))
+    return op_call(
+        op_global("torch._utils", "_rebuild_tensor_v2"),
+        persistent + b"Q",
+        op_int(offset),
+        op_tuple(*map(op_int, size)),
+        op_tuple(*map(op_int, stride)),
+        b"\x89",
+        op_call(op_global("collections", "OrderedDict")),
+    )
+
+
+def write_checkpoint(path: Path, data_pkl: bytes, storages: dict[str, bytes] | None = None) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("archive/data.pkl", data_pkl)
+        archive.writestr("archive/byteorder", "little")
+        for key, raw in (storages or {}).items():
+            archive.writestr(f"archive/data/{key}", raw)
+    return path
+
+
+def copy_without(source: Path, target: Path, *, drop: str | None = None, replace: dict[str, bytes] | None = None) -> Path:
+    """Copy a checkpoint zip, leaving out the record ending in `drop` and swapping records in `replace`."""
+    with zipfile.ZipFile(source) as src, zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            if drop and info.filename.endswith(drop):
+                continue
+            suffix = next((k for k in (replace or {}) if info.filename.endswith(k)), None)
+            dst.writestr(info.filename, replace[suffix] if suffix else src.read(info.filename))
+    return target
+
+
+# -- safety -------------------------------------------------------------------------------------
+
+
+@needs_fixtures
+def test_malicious_checkpoint_is_refused_without_running():
+    PWNED.unlink(missing_ok=True)
+    with pytest.raises(UnsafeCheckpointError, match=r"os\.system"):
+        read_checkpoint(FIXTURES / "malicious.pt")
+    assert not PWNED.exists()
+
+
+@pytest.mark.parametrize(
+    "module, name",
+    [("builtins", "eval"), ("subprocess", "Popen"), ("os", "system"), ("torch", "load"), ("numpy", "load")],
+)
+def test_unlisted_globals_are_refused(tmp_path, module, name):
+    marker = tmp_path / "ran"
+    body = op_dict(model=op_call(op_global(module, name), op_str(f"open({str(marker)!r}, 'w')")))
+    path = write_checkpoint(tmp_path / "evil.pt", pickle_bytes(body))
+    with pytest.raises(UnsafeCheckpointError, match=f"{module}.{name}"):
+        read_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_protocol4_stack_global_goes_through_the_allowlist(tmp_path):
+    body = op_str("builtins") + op_str("exec") + b"\x93" + op_tuple(op_str("x = 1")) + b"R"
+    path = write_checkpoint(tmp_path / "evil4.pt", b"\x80\x04" + body + b".")
+    with pytest.raises(UnsafeCheckpointError, match="builtins.exec"):
+        read_checkpoint(path)
+
+
+def test_module_records_are_inert(tmp_path):
+    # A module class reconstructed with REDUCE arguments cannot smuggle a call: records take none.
+    body = op_call(op_global("ultralytics.nn.modules.conv", "Conv"), op_str("rm -rf /"))
+    path = write_checkpoint(tmp_path / "args.pt", pickle_bytes(body))
+    with pytest.raises(ModelError, match="cannot be decoded"):
+        read_checkpoint(path)
+
+
+# -- tensors ------------------------------------------------------------------------------------
+
+
+def test_tensors_honour_dtype_strides_and_offsets(tmp_path):
+    base = np.arange(24, dtype=np.float32)
+    half = np.arange(12, dtype=np.float16) / 4
+    body = op_dict(
+        plain=op_tensor("0", "FloatStorage", 24, 0, (2, 3, 4), (12, 4, 1)),
+        transposed=op_tensor("0", "FloatStorage", 24, 0, (4, 6), (1, 4)),
+        offset_slice=op_tensor("0", "FloatStorage", 24, 5, (3, 2), (6, 2)),
+        half=op_tensor("1", "HalfStorage", 12, 2, (10,), (1,)),
+        size=op_call(op_global("torch", "Size"), op_tuple(op_int(1), op_int(3))),
+    )
+    path = write_checkpoint(tmp_path / "t.pt", pickle_bytes(body), {"0": base.tobytes(), "1": half.tobytes()})
+    got = read_checkpoint(path).contents
+    np.testing.assert_array_equal(got["plain"], base.reshape(2, 3, 4))
+    np.testing.assert_array_equal(got["transposed"], base.reshape(6, 4).T)
+    expected_slice = np.array([[base[5 + 6 * i + 2 * j] for j in range(2)] for i in range(3)])
+    np.testing.assert_array_equal(got["offset_slice"], expected_slice)
+    assert got["half"].dtype == np.float16
+    np.testing.assert_array_equal(got["half"], half[2:])
+    assert got["transposed"].flags.c_contiguous and got["transposed"].flags.writeable
+    assert got["size"] == (1, 3)
+
+
+def test_tensor_past_its_storage_is_an_error(tmp_path):
+    body = op_dict(t=op_tensor("0", "FloatStorage", 4, 2, (3,), (1,)))
+    path = write_checkpoint(tmp_path / "t.pt", pickle_bytes(body), {"0": np.zeros(4, np.float32).tobytes()})
+    with pytest.raises(ModelError, match="reaches past its storage"):
+        read_checkpoint(path)
+
+
+def test_short_storage_record_is_an_error(tmp_path):
+    body = op_dict(t=op_tensor("0", "FloatStorage", 8, 0, (8,), (1,)))
+    path = write_checkpoint(tmp_path / "t.pt", pickle_bytes(body), {"0": np.zeros(4, np.float32).tobytes()})
+    with pytest.raises(ModelError, match="truncated or corrupt"):
+        read_checkpoint(path)
+
+
+def test_unknown_storage_dtype_is_an_error(tmp_path):
+    body = op_dict(t=op_tensor("0", "BFloat16Storage", 4, 0, (4,), (1,)))
+    path = write_checkpoint(tmp_path / "t.pt", pickle_bytes(body), {"0": bytes(8)})
+    with pytest.raises(ModelError, match=r"torch\.BFloat16Storage.*float16 or float32"):
+        read_checkpoint(path)
+
+
+def test_not_a_zip_is_an_error(tmp_path):
+    path = tmp_path / "legacy.pt"
+    path.write_bytes(b"\x80\x02" + b"\x00" * 64)
+    with pytest.raises(ModelError, match="pre-1.6"):
+        read_checkpoint(path)
+    with pytest.raises(ModelError, match="does not exist"):
+        read_checkpoint(tmp_path / "missing.pt")
+
+
+# -- the fixtures -------------------------------------------------------------------------------
+
+
+@needs_fixtures
+def test_fixture_checkpoint_reads_as_records_and_arrays():
+    contents = read_checkpoint(N_PT).contents
+    assert contents["ema"] is None and contents["version"] == "8.4.190"
+    model = contents["model"]
+    assert model.type_name == "DetectionModel"
+    weights = state_dict(model)
+    assert weights["model.0.conv.weight"].shape == (16, 3, 3, 3)
+    assert weights["model.0.conv.weight"].dtype == np.float16
+    assert weights["model.0.bn.num_batches_tracked"].dtype == np.int64
+    assert weights["model.22.dfl.conv.weight"].shape == (1, 16, 1, 1)
+    np.testing.assert_array_equal(weights["model.22.dfl.conv.weight"].ravel(), np.arange(16))
+    assert weights["model.22.cv3.2.2.bias"].shape == (80,)
+    assert sum(v.size for k, v in weights.items() if k.endswith((".weight", ".bias"))) == 3_157_200
+    np.testing.assert_array_equal(model.get("stride"), [8.0, 16.0, 32.0])
+    assert model.get("stride").dtype == np.float32
+    assert all(np.all(v > 0) for k, v in weights.items() if k.endswith("running_var"))
+
+
+@needs_fixtures
+def test_truncated_checkpoint_is_an_error(tmp_path):
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(N_PT.read_bytes()[: N_PT.stat().st_size // 2])
+    with pytest.raises(ModelError, match="truncated"):
+        read_checkpoint(truncated)
+
+
+@needs_fixtures
+def test_missing_storage_record_is_an_error(tmp_path):
+    target = copy_without(N_PT, tmp_path / "missing.pt", drop="/data/7")
+    with pytest.raises(ModelError, match=r"tensor storage '7'.*incomplete"):
+        read_checkpoint(target)
+
+
+@needs_fixtures
+def test_fixture_with_unknown_storage_class_is_an_error(tmp_path):
+    with zipfile.ZipFile(N_PT) as archive:
+        pkl = archive.read("yolov8n-rand/data.pkl")
+    assert pkl.count(b"torch\nHalfStorage\n") == 1
+    patched = pkl.replace(b"torch\nHalfStorage\n", b"torch\nComplexFloatStorage\n")
+    target = copy_without(N_PT, tmp_path / "dtype.pt", replace={"/data.pkl": patched})
+    with pytest.raises(ModelError, match="ComplexFloatStorage"):
+        read_checkpoint(target)
+
+
+@needs_fixtures
+def test_corrupted_storage_bytes_fail_the_crc(tmp_path):
+    target = tmp_path / "flipped.pt"
+    shutil.copy(N_PT, target)
+    with zipfile.ZipFile(target) as archive:
+        info = archive.getinfo("yolov8n-rand/data/0")
+    raw = bytearray(target.read_bytes())
+    name_len, extra_len = struct.unpack_from("<HH", raw, info.header_offset + 26)
+    data_start = info.header_offset + 30 + name_len + extra_len
+    raw[data_start] ^= 0xFF
+    target.write_bytes(bytes(raw))
+    with pytest.raises(ModelError, match="truncated or corrupt"):
+        read_checkpoint(target)
