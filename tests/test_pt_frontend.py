@@ -242,3 +242,188 @@ def test_corrupted_storage_bytes_fail_the_crc(tmp_path):
     target.write_bytes(bytes(raw))
     with pytest.raises(ModelError, match="truncated or corrupt"):
         read_checkpoint(target)
+
+
+# -- lowering: what is refused ------------------------------------------------------------------
+
+
+def patched_fixture(tmp_path: Path, *swaps: tuple[bytes, bytes]) -> Path:
+    """A copy of the n fixture whose data.pkl has each `old` byte string replaced by `new`."""
+    with zipfile.ZipFile(N_PT) as archive:
+        pkl = archive.read("yolov8n-rand/data.pkl")
+    for old, new in swaps:
+        assert old in pkl, old
+        pkl = pkl.replace(old, new)
+    return copy_without(N_PT, tmp_path / "patched.pt", replace={"/data.pkl": pkl})
+
+
+@needs_fixtures
+def test_yolo11_modules_are_named_as_unsupported(tmp_path):
+    from yolograph.frontends.pt import load_checkpoint_model
+
+    path = patched_fixture(tmp_path, (b"ultralytics.nn.modules.block\nC2f\n", b"ultralytics.nn.modules.block\nC3k2\n"))
+    with pytest.raises(ModelError, match=r"^unsupported: C3k2\."):
+        load_checkpoint_model(path)
+
+
+@needs_fixtures
+def test_segmentation_checkpoint_is_named_as_unsupported(tmp_path):
+    from yolograph.frontends.pt import load_checkpoint_model
+
+    path = patched_fixture(
+        tmp_path,
+        (b"ultralytics.nn.tasks\nDetectionModel\n", b"ultralytics.nn.tasks\nSegmentationModel\n"),
+        (b"ultralytics.nn.modules.head\nDetect\n", b"ultralytics.nn.modules.head\nSegment\n"),
+    )
+    with pytest.raises(ModelError, match=r"^unsupported: Segment, SegmentationModel\."):
+        load_checkpoint_model(path)
+
+
+@needs_fixtures
+def test_other_task_and_bn_eps_are_refused(tmp_path):
+    from yolograph.frontends.pt import load_checkpoint_model
+
+    task = patched_fixture(tmp_path, (op_str("detect"), op_str("pose")))
+    with pytest.raises(ModelError, match=r"^unsupported: task 'pose'"):
+        load_checkpoint_model(task)
+    eps = patched_fixture(tmp_path, (b"G" + struct.pack(">d", 1e-3), b"G" + struct.pack(">d", 1e-5)))
+    with pytest.raises(ModelError, match=r"^unsupported: BatchNorm2d eps 1e-05"):
+        load_checkpoint_model(eps)
+
+
+@needs_fixtures
+def test_edited_module_trees_are_refused():
+    from yolograph.frontends.pt.lowering import check_architecture, select_model_record
+
+    def fresh():
+        return select_model_record(read_checkpoint(N_PT))
+
+    record = fresh()
+    record.get("yaml")["head"][0][3] = ["None", 2, "bilinear"]
+    with pytest.raises(ModelError, match=r"^unsupported: layer 10 is nn.Upsample"):
+        check_architecture(record)
+    record = fresh()
+    del record.children["model"].children["0"].children["bn"]  # a fused Conv
+    with pytest.raises(ModelError, match=r"^unsupported: fused Conv at model.0"):
+        check_architecture(record)
+    record = fresh()
+    record.get("yaml")["backbone"].append([-1, 1, "Conv", [1024, 3, 2]])
+    with pytest.raises(ModelError, match=r"^unsupported: a custom model yaml with 24 layers"):
+        check_architecture(record)
+
+
+@needs_fixtures
+def test_weights_that_do_not_fit_the_yaml_are_refused(tmp_path):
+    from yolograph.frontends.pt import load_checkpoint_model
+
+    # Give scale n the width of s in the yaml's scales table: every conv then has the wrong width.
+    with zipfile.ZipFile(N_PT) as archive:
+        pkl = archive.read("yolov8n-rand/data.pkl")
+    n_width = pkl.index(b"G" + struct.pack(">d", 0.25), pkl.index(op_str("scales")))
+    pkl = pkl[:n_width] + b"G" + struct.pack(">d", 0.5) + pkl[n_width + 9 :]
+    broken = copy_without(N_PT, tmp_path / "width.pt", replace={"/data.pkl": pkl})
+    with pytest.raises(ModelError, match=r"model\.0\.conv\.weight' has shape \[16, 3, 3, 3\] but this YOLOv8 spec needs \[32, 3, 3, 3\]"):
+        load_checkpoint_model(broken)
+
+
+# -- lowering: numerics against the official ultralytics exports ---------------------------------
+
+
+def max_error_ratios(output: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """max|a-b| / max|ref| for the box rows (0-3) and the class-score rows (4+) separately."""
+    groups = {"box": slice(0, 4), "cls": slice(4, None)}
+    return {
+        name: float(np.abs(output[:, rows] - reference[:, rows]).max() / np.abs(reference[:, rows]).max())
+        for name, rows in groups.items()
+    }
+
+
+@pytest.fixture(scope="module")
+def lowered():
+    """Lowered fixture models, unfused and after fold-bn, built once per test module."""
+    from yolograph.frontends.pt import load_checkpoint_model
+    from yolograph.pipeline import run_pipeline
+
+    cache: dict[tuple[str, bool], object] = {}
+
+    def get(stem: str, folded: bool):
+        if (stem, False) not in cache:
+            cache[(stem, False)] = load_checkpoint_model(FIXTURES / f"{stem}.pt")
+        if folded and (stem, True) not in cache:
+            cache[(stem, True)] = run_pipeline(cache[(stem, False)], "fold-bn")[0]
+        return cache[(stem, folded)]
+
+    return get
+
+
+def run_ort(model_or_path, images: np.ndarray) -> np.ndarray:
+    from yolograph.backends.ort import OrtOptions, OrtRunner
+
+    return OrtRunner(model_or_path, OrtOptions(threads=2)).predict(images)
+
+
+@needs_fixtures
+@pytest.mark.parametrize("stem", ["yolov8n-rand", "yolov8s-rand-nc3"])
+@pytest.mark.parametrize("folded", [False, True], ids=["unfused", "fold-bn"])
+def test_lowered_checkpoint_matches_the_official_export(lowered, stem, folded):
+    model = lowered(stem, folded)
+    ops = [node.op for node in model.graph.nodes]
+    assert ops.count("BatchNormalization") == (0 if folded else 57)
+    assert ops.count("Conv") == 64
+    io = np.load(FIXTURES / f"{stem}.io.npz")
+    reference = io["output0"]
+    output = run_ort(model, io["images"].astype(np.float32))
+    assert output.shape == reference.shape
+    ratios = max_error_ratios(output, reference)
+    assert ratios["box"] <= 1e-3 and ratios["cls"] <= 1e-3, ratios
+
+
+@needs_fixtures
+def test_lowered_checkpoint_matches_the_export_on_a_real_image(lowered):
+    from yolograph.data import coco128
+    from yolograph.evaluation.preprocess import preprocess_image
+
+    image = sorted((coco128() / "images").rglob("*.jpg"))[0]
+    tensor, _ = preprocess_image(image, 640)
+    reference = run_ort(str(FIXTURES / "yolov8n-rand.onnx"), tensor)
+    output = run_ort(lowered("yolov8n-rand", True), tensor)
+    ratios = max_error_ratios(output, reference)
+    assert ratios["box"] <= 1e-3 and ratios["cls"] <= 1e-3, ratios
+    # A real image is not the npz noise: the check would catch a model that ignores its input.
+    noise = np.load(FIXTURES / "yolov8n-rand.io.npz")["output0"]
+    assert np.abs(reference - noise).max() > 1.0
+
+
+@needs_fixtures
+def test_unfused_lowering_equals_the_unfused_ultralytics_export(lowered):
+    # fixtures/yolov8n-rand-bn.onnx is ultralytics' own export of the same checkpoint without Conv+BN
+    # fusion: the same graph as the lowering, so the two agree to float rounding (bit for bit today).
+    images = np.load(FIXTURES / "yolov8n-rand.io.npz")["images"].astype(np.float32)
+    reference = run_ort(str(FIXTURES / "yolov8n-rand-bn.onnx"), images)
+    ratios = max_error_ratios(run_ort(lowered("yolov8n-rand", False), images), reference)
+    assert ratios["box"] <= 1e-6 and ratios["cls"] <= 1e-6, ratios
+
+
+@needs_fixtures
+def test_metadata_comes_from_the_checkpoint(lowered):
+    n_model, s_model = lowered("yolov8n-rand", False), lowered("yolov8s-rand-nc3", False)
+    s_facts = s_model.facts
+    assert s_facts.names == {0: "fixture_class_0", 1: "fixture_class_1", 2: "fixture_class_2"}
+    assert s_facts.num_classes == 3 and s_facts.task == "detect"
+    assert s_facts.stride == 32 and s_facts.imgsz == (640, 640) and s_facts.reg_max == 16
+    assert s_model.metadata["version"] == "8.4.190"
+    assert s_model.metadata["source_checkpoint"] == "yolov8s-rand-nc3.pt"
+    assert n_model.facts.num_classes == 80 and n_model.facts.names[79] == "toothbrush"
+    assert n_model.source == str(N_PT)
+
+
+@needs_fixtures
+def test_load_model_dispatches_pt_files():
+    from yolograph.frontends import load_model
+
+    model = load_model(N_PT)
+    assert model.outputs[0].shape == (1, 84, 8400)
+    PWNED.unlink(missing_ok=True)
+    with pytest.raises(UnsafeCheckpointError):
+        load_model(FIXTURES / "malicious.pt")
+    assert not PWNED.exists()
