@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""Developer entry point that needs only python3: creates .venv, installs yolograph, runs a task.
+
+    python3 scripts/dev.py demo            # compile the built-in YOLOv8n through a full pipeline
+    python3 scripts/dev.py test [ARGS]     # the whole test suite (pytest ARGS)
+    python3 scripts/dev.py yolograph ARGS  # any CLI command inside the venv
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PYTHON = BIN / "python"
+EXTRAS = "test,tvm,plot"
+
+
+def ensure_venv() -> None:
+    """Create the venv and (re)install when pyproject.toml changed since the last install."""
+    if not PYTHON.exists():
+        print(f"[dev] creating {VENV}", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    stamp = VENV / ".yolograph-install"
+    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + EXTRAS.encode()).hexdigest()
+    if stamp.exists() and stamp.read_text() == wanted:
+        return
+    print("[dev] installing yolograph and its dependencies into .venv (first run takes a few minutes)", flush=True)
+    pip = [str(PYTHON), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    subprocess.run(pip + ["--upgrade", "pip"], check=True)
+    subprocess.run(pip + ["-e", f"{ROOT}[{EXTRAS}]"], check=True)
+    stamp.write_text(wanted)
+
+
+def run(args: list[str]) -> int:
+    return subprocess.run(args, cwd=ROOT).returncode
+
+
+def demo() -> int:
+    out = ROOT / "out"
+    pipeline = "fold-bn,cleanup"
+    data = Path(os.environ.get("YOLOGRAPH_DATA", ROOT.parent / "shared" / "data")) / "coco128"
+    if (data / "images").is_dir():
+        pipeline += f",insert-qdq{{profile=ort-cpu}},calibrate{{method=percentile,images={data},count=8}}"
+    else:
+        print(f"[dev] {data} not found: running the FP32 part of the pipeline only", flush=True)
+    cli = [str(PYTHON), "-m", "yolograph.cli"]
+    code = run(cli + ["compile", "-p", pipeline, "-o", str(out / "yolov8n.onnx"), "--verify", "--bench", "20"])
+    if code == 0:
+        code = run(cli + ["diff", "yolov8n", str(out / "yolov8n.onnx")])
+    return code
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in ("demo", "test", "yolograph"):
+        print(__doc__)
+        return 2
+    ensure_venv()
+    task, rest = argv[0], argv[1:]
+    if task == "demo":
+        return demo()
+    if task == "test":
+        return run([str(PYTHON), "-m", "pytest", "-q", *rest])
+    return run([str(PYTHON), "-m", "yolograph.cli", *rest])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,136 @@
+"""CLI happy paths and error paths: one clear line and exit code 2 for user errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from yolograph.cli import main
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_inspect_json_on_official_model(capsys, yolov8n_path):
+    code, out, _ = run_cli(capsys, "inspect", str(yolov8n_path), "--json")
+    data = json.loads(out)
+    assert code == 0
+    assert data["ops"]["Conv"] == 64
+    assert data["params"] == 3151904  # ultralytics reports 3,151,904 for fused yolov8n
+    assert round(data["gmacs"] * 2, 1) == 8.7  # 8.7 GFLOPs
+    assert data["yolo"]["num_classes"] == 80 and data["yolo"]["reg_max"] == 16
+    assert data["outputs"][0]["shape"] == [1, 84, 8400]
+
+
+def test_passes_lists_contracts(capsys):
+    code, out, _ = run_cli(capsys, "passes")
+    assert code == 0
+    assert "fold-bn" in out and "equal within 0.0001 relative" in out
+
+
+def test_compile_writes_valid_onnx_and_report(capsys, tmp_path, yolov8n_path):
+    out_path, report_path = tmp_path / "out.onnx", tmp_path / "report.json"
+    code, out, _ = run_cli(capsys, "compile", str(yolov8n_path), "-p", "fold-bn,cleanup", "-o", str(out_path),
+                           "--verify", "--report", str(report_path))
+    assert code == 0, out
+    import onnx
+
+    onnx.checker.check_model(str(out_path))
+    report = json.loads(report_path.read_text())
+    assert [p["name"] for p in report["passes"]] == ["fold-bn", "cleanup"]
+    assert all(p["verified"] == "ok" for p in report["passes"])
+
+
+def test_diff_reports_op_changes(capsys, tmp_path, fixtures_dir):
+    out_path = tmp_path / "folded.onnx"
+    unfused = str(fixtures_dir / "yolov8n-rand-bn.onnx")
+    assert main(["compile", unfused, "-p", "fold-bn", "-o", str(out_path)]) == 0
+    capsys.readouterr()
+    code, out, _ = run_cli(capsys, "diff", unfused, str(out_path), "--json")
+    data = json.loads(out)
+    assert code == 0 and data["ops"]["BatchNormalization"] == -57
+    assert data["params"]["delta"] < 0 and data["macs"]["delta"] == 0
+
+
+def test_bench_json_keys(capsys, yolov8n_path):
+    code, out, _ = run_cli(capsys, "bench", str(yolov8n_path), "--runs", "2", "--warmup", "1", "--json")
+    data = json.loads(out)
+    assert code == 0 and data["runs"] == 2 and data["median_ms"] > 0 and data["p90_ms"] >= data["median_ms"] * 0.5
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["inspect", "missing.onnx"], "does not exist"),
+        (["inspect", "model.txt"], "does not exist"),
+        (["compile", "-p", "fold-bm", "-o", "x.onnx"], "Unknown pass 'fold-bm'"),
+        (["compile", "-p", "cleanup{fast=true}", "-o", "x.onnx"], "has no option 'fast'"),
+    ],
+)
+def test_user_errors_are_one_line_exit_2(capsys, args, fragment):
+    code, out, err = run_cli(capsys, *args)
+    assert code == 2
+    assert err.startswith("error: ") and fragment in err and err.count("\n") == 1
+    assert "Traceback" not in err
+
+
+def test_corrupt_onnx_is_a_clear_error(capsys, tmp_path):
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"\x08\x07this is not protobuf" * 10)
+    code, _, err = run_cli(capsys, "inspect", str(corrupt))
+    assert code == 2 and "corrupt.onnx" in err and "Traceback" not in err
+
+
+def test_truncated_onnx_is_a_clear_error(capsys, tmp_path, yolov8n_path):
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(yolov8n_path.read_bytes()[:100_000])
+    code, _, err = run_cli(capsys, "inspect", str(truncated))
+    assert code == 2 and "truncated.onnx" in err
+
+
+def test_compile_never_overwrites_input_and_leaves_no_partial_file(capsys, tmp_path, yolov8n_path):
+    import shutil
+
+    copy = tmp_path / "model.onnx"
+    shutil.copy(yolov8n_path, copy)
+    before = copy.read_bytes()
+    code, _, err = run_cli(capsys, "compile", str(copy), "-p", "cleanup", "-o", str(copy))
+    assert code == 2 and "overwrite" in err
+    assert copy.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+
+
+def test_dynamic_shape_model_is_refused(capsys, tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["images"], ["y"])], "g",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, 640, 640])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3, 640, 640])],
+    )
+    path = tmp_path / "dynamic.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    code, _, err = run_cli(capsys, "inspect", str(path))
+    assert code == 2 and "dynamic" in err and "dynamic=False" in err
+
+
+def test_unsupported_opset_is_refused(capsys, tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+    )
+    path = tmp_path / "old.onnx"
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+    proto.ir_version = 8
+    onnx.save(proto, path)
+    code, _, err = run_cli(capsys, "inspect", str(path))
+    assert code == 2 and "opset 11" in err
