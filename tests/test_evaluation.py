@@ -24,8 +24,8 @@ from yolograph.evaluation import (
     iter_image_tensors,
     label_path_for,
     letterbox,
-    load_dataset,
-    parse_image_range,
+    open_dataset,
+    parse_index_range,
     postprocess,
     predict_detections,
     preprocess_image,
@@ -56,7 +56,7 @@ def yolov8n_predict():
 @pytest.fixture(scope="module")
 def eval_run(yolov8n_predict):
     """Labels, detections and image shapes of yolov8n on coco128 images 32-127 (one ORT pass, ~5 s)."""
-    dataset = load_dataset(coco128()).subset(EVAL_RANGE)
+    dataset = open_dataset(coco128()).subset(EVAL_RANGE)
     detections, shapes = predict_detections(yolov8n_predict, dataset.image_paths)
     labels = [dataset.labels(i) for i in range(len(dataset))]
     return labels, detections, shapes
@@ -65,7 +65,7 @@ def eval_run(yolov8n_predict):
 @pytest.fixture
 def small_dataset(tmp_path: Path) -> Path:
     """A dataset root with 3 real coco128 images (copied) and their labels; the third has no label file."""
-    source = load_dataset(coco128())
+    source = open_dataset(coco128())
     images_dir = tmp_path / "ds" / "images" / "val"
     labels_dir = tmp_path / "ds" / "labels" / "val"
     images_dir.mkdir(parents=True)
@@ -238,7 +238,7 @@ def test_preprocess_tensor_is_rgb_chw_unit_float(tmp_path: Path):
 
 
 def test_iter_image_tensors_equals_preprocess_image():
-    paths = load_dataset(coco128()).subset("0:3").image_paths
+    paths = open_dataset(coco128()).subset("0:3").image_paths
     tensors = list(iter_image_tensors(paths, 640))
     assert len(tensors) == 3
     for path, tensor in zip(paths, tensors):
@@ -297,7 +297,7 @@ def test_postprocess_rejects_wrong_output_shape():
 
 
 def test_coco128_root_is_sorted_and_ranges_do_not_overlap():
-    dataset = load_dataset(coco128())
+    dataset = open_dataset(coco128())
     assert len(dataset) == 128
     names = [p.name for p in dataset.image_paths]
     assert names == sorted(names) and names[0] == "000000000009.jpg"
@@ -310,12 +310,12 @@ def test_coco128_root_is_sorted_and_ranges_do_not_overlap():
 
 
 def test_image_folder_and_yaml_give_the_same_dataset(small_dataset: Path, tmp_path: Path):
-    root = load_dataset(small_dataset)
-    folder = load_dataset(small_dataset / "images" / "val")
+    root = open_dataset(small_dataset)
+    folder = open_dataset(small_dataset / "images" / "val")
     config = tmp_path / "cfg" / "data.yaml"
     config.parent.mkdir()
     config.write_text(yaml.safe_dump({"path": "../ds", "train": "images/val", "val": "images/val", "names": {0: "x"}}))
-    from_yaml = load_dataset(config)
+    from_yaml = open_dataset(config)
     assert [p.name for p in root.image_paths] == ["a.jpg", "b.jpg", "c.jpg"]
     assert [p.resolve() for p in folder.image_paths] == [p.resolve() for p in from_yaml.image_paths]
     assert [p.resolve() for p in root.image_paths] == [p.resolve() for p in folder.image_paths]
@@ -344,27 +344,27 @@ def test_evaluate_rejects_wrong_model_output(small_dataset: Path):
 
 
 @pytest.mark.parametrize("text,expected", [("32:128", slice(32, 128)), (":32", slice(None, 32)),
-                                           ("0:128:2", slice(0, 128, 2)), ("-10:", slice(-10, None))])
+                                           ("0:128:2", slice(0, 128, 2)), ("-10:", slice(-10, None)), (None, slice(None))])
 def test_parse_image_range(text, expected):
-    assert parse_image_range(text) == expected
+    assert parse_index_range(text) == expected
 
 
 @pytest.mark.parametrize("text", ["32", "a:b", "1:2:3:4", "0:10:0"])
 def test_parse_image_range_rejects_bad_text(text):
     with pytest.raises(DataError):
-        parse_image_range(text)
+        parse_index_range(text)
 
 
 def test_data_errors_name_the_problem(small_dataset: Path, tmp_path: Path):
     with pytest.raises(DataError, match="does not exist"):
-        load_dataset(tmp_path / "nowhere")
+        open_dataset(tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="No images"):
-        load_dataset(tmp_path / "empty")
+        open_dataset(tmp_path / "empty")
     with pytest.raises(DataError, match="selects no images"):
-        load_dataset(small_dataset).subset("5:9")
+        open_dataset(small_dataset).subset("5:9")
     with pytest.raises(DataError, match="no split 'test'"):
-        load_dataset(small_dataset, split="test")
+        open_dataset(small_dataset, split="test")
 
 
 def test_unreadable_image_is_a_data_error(small_dataset: Path):

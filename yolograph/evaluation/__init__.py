@@ -13,8 +13,8 @@ from yolograph.evaluation.dataset import (
     YoloDataset,
     dataset_from_image_paths,
     label_path_for,
-    load_dataset,
-    parse_image_range,
+    open_dataset,
+    parse_index_range,
     read_label_file,
 )
 from yolograph.evaluation.evaluate import EvalResult, evaluate, predict_detections, resolve_dataset, score_detections
@@ -42,9 +42,9 @@ __all__ = [
     "iter_image_tensors",
     "label_path_for",
     "letterbox",
-    "load_dataset",
+    "open_dataset",
     "normalize_imgsz",
-    "parse_image_range",
+    "parse_index_range",
     "postprocess",
     "predict_detections",
     "preprocess_image",

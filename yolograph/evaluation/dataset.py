@@ -51,7 +51,7 @@ class YoloDataset:
         """The images selected by a slice or an index range such as ``"32:128"`` (Python slice rules)."""
         if images is None:
             return self
-        selector = parse_image_range(images) if isinstance(images, str) else images
+        selector = parse_index_range(images) if isinstance(images, str) else images
         chosen = self.image_paths[selector]
         if not chosen:
             raise DataError(
@@ -61,7 +61,7 @@ class YoloDataset:
         return YoloDataset(chosen, self.label_paths[selector], self.source)
 
 
-def load_dataset(data: str | os.PathLike[str], split: str | None = None) -> YoloDataset:
+def open_dataset(data: str | os.PathLike[str], split: str | None = None) -> YoloDataset:
     """Load a dataset root, an image folder or an Ultralytics dataset yaml (see the module docstring).
 
     `split` picks ``images/<split>`` of a dataset root or the key of a yaml (default: the only split of a
@@ -140,8 +140,13 @@ def read_label_file(path: Path) -> np.ndarray:
     return np.array(rows, dtype=np.float64).reshape(-1, 5)
 
 
-def parse_image_range(text: str) -> slice:
-    """Turn ``"32:128"``, ``":32"``, ``"32:"`` or ``"0:128:2"`` into a slice (Python slice semantics)."""
+def parse_index_range(text: str | None) -> slice:
+    """Turn ``"32:128"``, ``":32"``, ``"32:"`` or ``"0:128:2"`` into a slice (Python slice semantics).
+
+    None (an option left out) means every image.
+    """
+    if text is None:
+        return slice(None)
     parts = text.strip().split(":")
     if len(parts) not in (2, 3):
         raise DataError(f"The image range {text!r} is not of the form start:stop (e.g. 32:128); use Python slice syntax.")

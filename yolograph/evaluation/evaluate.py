@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from yolograph.evaluation.dataset import YoloDataset, dataset_from_image_paths, load_dataset
+from yolograph.evaluation.dataset import YoloDataset, dataset_from_image_paths, open_dataset
 from yolograph.evaluation.metrics import CocoStats, GroundTruth, coco_map
 from yolograph.evaluation.postprocess import Detections, postprocess
 from yolograph.evaluation.preprocess import normalize_imgsz, preprocess_image
@@ -41,7 +41,7 @@ def resolve_dataset(data: DataSource, images: slice | str | None = None) -> Yolo
     if isinstance(data, YoloDataset):
         dataset = data
     elif isinstance(data, (str, os.PathLike)):
-        dataset = load_dataset(data)
+        dataset = open_dataset(data)
     else:
         dataset = dataset_from_image_paths([Path(p) for p in data])
     return dataset.subset(images)
