@@ -1,0 +1,21 @@
+"""Graph analyses that passes build on: channel dependency groups for structured pruning."""
+
+from yolograph.analysis.channel_groups import (
+    ChannelAnalysis,
+    ChannelGroup,
+    ChannelMember,
+    analyze_channels,
+    find_channel_groups,
+    format_groups,
+    groups_to_json,
+)
+
+__all__ = [
+    "ChannelAnalysis",
+    "ChannelGroup",
+    "ChannelMember",
+    "analyze_channels",
+    "find_channel_groups",
+    "format_groups",
+    "groups_to_json",
+]
