@@ -126,6 +126,26 @@ def test_module_records_are_inert(tmp_path):
         read_checkpoint(path)
 
 
+@pytest.mark.parametrize(
+    "target",
+    [
+        op_global("torch._utils", "_rebuild_tensor_v2"),
+        op_global("torch", "HalfStorage"),
+        op_global("ultralytics.nn.modules.conv", "Conv"),
+    ],
+    ids=["function", "storage-class", "record-class"],
+)
+def test_build_cannot_modify_allowlisted_globals(tmp_path, target):
+    # BUILD with slot state would setattr on the object: e.g. replace a reconstructor's __defaults__.
+    body = target + b"N" + op_dict(__defaults__=op_tuple(op_int(1))) + b"\x86" + b"b"
+    path = write_checkpoint(tmp_path / "build.pt", pickle_bytes(body))
+    with pytest.raises(ModelError):
+        read_checkpoint(path)
+    from yolograph.frontends.pt import checkpoint
+
+    assert checkpoint._rebuild_tensor_v2.__defaults__ == (False, None, None)
+
+
 # -- tensors ------------------------------------------------------------------------------------
 
 
@@ -322,7 +342,8 @@ def test_weights_that_do_not_fit_the_yaml_are_refused(tmp_path):
     n_width = pkl.index(b"G" + struct.pack(">d", 0.25), pkl.index(op_str("scales")))
     pkl = pkl[:n_width] + b"G" + struct.pack(">d", 0.5) + pkl[n_width + 9 :]
     broken = copy_without(N_PT, tmp_path / "width.pt", replace={"/data.pkl": pkl})
-    with pytest.raises(ModelError, match=r"model\.0\.conv\.weight' has shape \[16, 3, 3, 3\] but this YOLOv8 spec needs \[32, 3, 3, 3\]"):
+    expected = r"model\.0\.conv\.weight' has shape \[16, 3, 3, 3\] but this YOLOv8 spec needs \[32, 3, 3, 3\]"
+    with pytest.raises(ModelError, match=expected):
         load_checkpoint_model(broken)
 
 
@@ -427,3 +448,16 @@ def test_load_model_dispatches_pt_files():
     with pytest.raises(UnsafeCheckpointError):
         load_model(FIXTURES / "malicious.pt")
     assert not PWNED.exists()
+
+
+@pytest.mark.parametrize("scale", ["n", "s", "m", "l", "x"])
+def test_every_stock_scale_keeps_its_name_and_multipliers(scale):
+    from yolograph.frontends.pt.lowering import _multipliers
+    from yolograph.frontends.yolov8_arch import YOLOV8_SCALES
+
+    scales = {k: list(v) for k, v in YOLOV8_SCALES.items()}
+    assert _multipliers({"scales": scales, "scale": scale}) == (*YOLOV8_SCALES[scale], scale)
+    edited = {**scales, scale: [0.5, 0.5, 1024]}
+    assert _multipliers({"scales": edited, "scale": scale}) == (0.5, 0.5, 1024, "custom")
+    with pytest.raises(ModelError, match="scale 'q'"):
+        _multipliers({"scales": scales, "scale": "q"})

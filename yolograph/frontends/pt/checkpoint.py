@@ -12,7 +12,8 @@ and `<prefix>/data/<key>` hold the raw bytes of each tensor storage. Unpickling 
 * a handful of harmless builtins (`OrderedDict`, `set`, `torch.Size`, numpy scalars/dtypes).
 
 Anything else is refused with `UnsafeCheckpointError` before it is called, so nothing from the
-file executes. Corrupt archives, missing storages and unsupported dtypes raise `ModelError`.
+file executes. Allowlisted callables are handed out wrapped, so pickle's BUILD opcode cannot patch
+them either (e.g. a function's `__defaults__`), and record classes are made afresh per load. Corrupt archives, missing storages and unsupported dtypes raise `ModelError`.
 """
 
 from __future__ import annotations
@@ -110,15 +111,14 @@ class ModuleRecord:
         return f"<{self.qualname} record>"
 
 
-_RECORD_TYPES: dict[str, type[ModuleRecord]] = {}
-
-
 def record_type(qualname: str) -> type[ModuleRecord]:
-    """The (cached) ModuleRecord subclass standing in for class `qualname`."""
-    if qualname not in _RECORD_TYPES:
-        short = qualname.rsplit(".", 1)[-1]
-        _RECORD_TYPES[qualname] = type(f"{short}Record", (ModuleRecord,), {"qualname": qualname})
-    return _RECORD_TYPES[qualname]
+    """A ModuleRecord subclass standing in for class `qualname`.
+
+    Each unpickler makes its own (see SafeUnpickler.find_class), so nothing one file does to a record
+    class can affect another load.
+    """
+    short = qualname.rsplit(".", 1)[-1]
+    return type(f"{short}Record", (ModuleRecord,), {"qualname": qualname})
 
 
 @dataclass(frozen=True)
@@ -127,6 +127,33 @@ class StorageType:
 
     name: str
     dtype: np.dtype
+
+    def __setstate__(self, state: Any) -> None:
+        raise UnsafeCheckpointError(
+            f"The checkpoint's pickle tries to modify torch.{self.name}; it is malformed or hostile."
+        )
+
+
+class Reconstructor:
+    """An allowlisted callable as the unpickler hands it out.
+
+    Wrapping keeps pickle's BUILD opcode from setting attributes (e.g. `__defaults__`) on the real
+    function objects: BUILD on a Reconstructor is refused.
+    """
+
+    __slots__ = ("qualname", "function")
+
+    def __init__(self, qualname: str, function: Callable[..., Any]) -> None:
+        self.qualname = qualname
+        self.function = function
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.function(*args, **kwargs)
+
+    def __setstate__(self, state: Any) -> None:
+        raise UnsafeCheckpointError(
+            f"The checkpoint's pickle tries to modify {self.qualname}; it is malformed or hostile."
+        )
 
 
 # -- allowlisted reconstructors -----------------------------------------------------------------
@@ -151,7 +178,7 @@ def _rebuild_tensor_v2(
     return tensor_from_storage(storage, storage_offset, tuple(size), tuple(stride))
 
 
-def _rebuild_parameter(data: np.ndarray, requires_grad: bool = False, backward_hooks: Any = None, *_: Any) -> np.ndarray:
+def _rebuild_parameter(data: np.ndarray, *_: Any) -> np.ndarray:
     if not isinstance(data, np.ndarray):
         raise ModelError("A pickled parameter does not wrap a tensor; the checkpoint is malformed.")
     return data
@@ -222,11 +249,12 @@ class SafeUnpickler(pickle.Unpickler):
         super().__init__(io.BytesIO(data))
         self._load_storage = load_storage
         self._storages: dict[str, np.ndarray] = {}
+        self._record_types: dict[str, type[ModuleRecord]] = {}
 
     def find_class(self, module: str, name: str) -> Any:
         allowed = ALLOWED_FUNCTIONS.get((module, name))
         if allowed is not None:
-            return allowed
+            return Reconstructor(f"{module}.{name}", allowed)
         if module == "torch" and name.endswith("Storage"):
             dtype_name = name[: -len("Storage")] or "untyped"
             if name not in STORAGE_DTYPES:
@@ -236,7 +264,10 @@ class SafeUnpickler(pickle.Unpickler):
                 )
             return StorageType(name, STORAGE_DTYPES[name])
         if (RECORD_NAMESPACES.match(module) and CLASS_NAME.match(name)) or (module, name) in NAMESPACE_RECORDS:
-            return record_type(f"{module}.{name}")
+            qualname = f"{module}.{name}"
+            if qualname not in self._record_types:
+                self._record_types[qualname] = record_type(qualname)
+            return self._record_types[qualname]
         raise UnsafeCheckpointError(
             f"The checkpoint's pickle names {module}.{name}, which is not an allowed torch/ultralytics class; "
             "yolograph refused to load it and ran nothing from the file. Only load checkpoints you trust, "
@@ -245,11 +276,14 @@ class SafeUnpickler(pickle.Unpickler):
 
     def persistent_load(self, pid: Any) -> np.ndarray:
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
-            raise ModelError(f"The checkpoint references an unknown persistent object {str(pid)[:80]}; it is malformed.")
+            raise ModelError(
+                f"The checkpoint references an unknown persistent object {str(pid)[:80]}; it is malformed."
+            )
         _, storage_type, key, _location, numel = pid
         if not isinstance(storage_type, StorageType):
             raise ModelError(
-                f"The checkpoint's storage {key!r} has type {storage_type!r}, not a torch storage class; it is malformed."
+                f"The checkpoint's storage {key!r} has type {storage_type!r}, not a torch storage class; "
+                "it is malformed."
             )
         if not isinstance(key, str) or not isinstance(numel, int) or numel < 0:
             raise ModelError(f"The checkpoint has a malformed storage reference {str(pid)[:80]}.")
@@ -335,7 +369,9 @@ def _read_record(archive: zipfile.ZipFile, name: str, path: Path, *, what: str) 
     except KeyError as exc:
         raise ModelError(f"{path} has no {what} (record {name!r}); the checkpoint is incomplete. Re-save it.") from exc
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        raise ModelError(f"{path}: the {what} record is unreadable ({exc}); the checkpoint is truncated or corrupt.") from exc
+        raise ModelError(
+            f"{path}: the {what} record is unreadable ({exc}); the checkpoint is truncated or corrupt."
+        ) from exc
 
 
 def _read_text(archive: zipfile.ZipFile, name: str, default: str) -> str:

@@ -176,7 +176,8 @@ def _arch_spelling(module: str, args: tuple[Any, ...]) -> tuple[str, tuple[Any, 
 def _check_modules(record: ModuleRecord, layer_count: int) -> None:
     """The instantiated modules agree with the yaml and with what the builder emits."""
     layers = _sequential(record)
-    types = [layers[str(i)].type_name if isinstance(layers.get(str(i)), ModuleRecord) else None for i in range(layer_count)]
+    modules = [layers.get(str(i)) for i in range(layer_count)]
+    types = [m.type_name if isinstance(m, ModuleRecord) else None for m in modules]
     expected = [layer[2] for layer in YOLOV8_LAYERS]
     if len(layers) != layer_count or types != expected:
         raise ModelError(
@@ -186,7 +187,9 @@ def _check_modules(record: ModuleRecord, layer_count: int) -> None:
     for name, module in _named_modules(record):
         kind = module.type_name
         if kind == "BatchNorm2d" and not np.isclose(module.get("eps", BN_EPSILON), BN_EPSILON, rtol=1e-6, atol=0):
-            raise ModelError(f"unsupported: BatchNorm2d eps {module.get('eps')} at {name}; YOLOv8 uses eps={BN_EPSILON}.")
+            raise ModelError(
+                f"unsupported: BatchNorm2d eps {module.get('eps')} at {name}; YOLOv8 uses eps={BN_EPSILON}."
+            )
         if kind == "Conv":
             act = module.children.get("act")
             if not isinstance(act, ModuleRecord) or act.type_name != "SiLU":
