@@ -10,6 +10,7 @@ from __future__ import annotations
 import onnx
 import onnx_graphsurgeon as gs
 
+from yolograph.ir.graph_view import replace_all_uses
 from yolograph.ir.model import Model
 from yolograph.pipeline.passes import Contract, NoOptions, Pass, PassResult, register_pass
 
@@ -40,16 +41,14 @@ class Cleanup(Pass):
 
 
 def remove_no_ops(graph: gs.Graph) -> int:
-    """Bypass Identity/Dropout nodes whose output is not a graph output."""
+    """Bypass Identity/Dropout nodes (keeping graph output names)."""
     removed = 0
     for node in [n for n in graph.nodes if n.op in NO_OP_TYPES]:
         source, output = node.inputs[0], node.outputs[0]
-        if output in graph.outputs or any(t.outputs for t in node.outputs[1:]):
+        # An Identity from a graph input straight to a graph output is the only way to alias them.
+        if (output in graph.outputs and source in graph.inputs) or any(t.outputs for t in node.outputs[1:]):
             continue
-        for consumer in list(output.outputs):
-            for index, tensor in enumerate(consumer.inputs):
-                if tensor is output:
-                    consumer.inputs[index] = source
+        replace_all_uses(graph, output, source)
         node.outputs.clear()
         removed += 1
     return removed

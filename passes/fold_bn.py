@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from yolograph.ir.graph_view import constant_value
+from yolograph.ir.graph_view import constant_value, replace_all_uses
 from yolograph.ir.model import Model
 from yolograph.pipeline.passes import Contract, NoOptions, Pass, PassResult, register_pass
 
@@ -94,7 +94,8 @@ def _fold_into_conv(graph: gs.Graph, conv: gs.Node, bn: gs.Node, scale: np.ndarr
         conv.inputs[2] = bias_constant
     else:
         conv.inputs.append(bias_constant)
-    _bypass(graph, bn, conv.outputs[0])
+    replace_all_uses(graph, bn.outputs[0], conv.outputs[0])
+    bn.outputs.clear()
 
 
 def _bias_name(graph: gs.Graph, weight_name: str) -> str:
@@ -104,22 +105,6 @@ def _bias_name(graph: gs.Graph, weight_name: str) -> str:
     while name in existing:
         name, suffix = f"{base}_{suffix}", suffix + 1
     return name
-
-
-def _bypass(graph: gs.Graph, bn: gs.Node, replacement: gs.Variable) -> None:
-    """Make `replacement` stand where the BN's output stood; the BN is left dangling."""
-    output = bn.outputs[0]
-    if output in graph.outputs:
-        # Keep the graph output's name: rename the replacement and take the BN's place.
-        bn.outputs.clear()
-        replacement.name = output.name
-        graph.outputs[graph.outputs.index(output)] = replacement
-        return
-    for consumer in list(output.outputs):
-        for index, tensor in enumerate(consumer.inputs):
-            if tensor is output:
-                consumer.inputs[index] = replacement
-    bn.outputs.clear()
 
 
 def _replace_with_mul_add(model: Model, bn: gs.Node, scale: np.ndarray, shift: np.ndarray) -> None:

@@ -39,3 +39,19 @@ def constant_value(tensor: gs.Tensor):
         value = node.attrs["value"]
         return value.values if isinstance(value, gs.Constant) else value
     return None
+
+
+def replace_all_uses(graph: gs.Graph, old: gs.Variable, new: gs.Tensor) -> None:
+    """Make every consumer of `old` read `new` instead (LLVM's replaceAllUsesWith).
+
+    When `old` is a graph output, `new` takes its place and its name, so the model's output
+    names never change.
+    """
+    for consumer in list(old.outputs):
+        for index, tensor in enumerate(consumer.inputs):
+            if tensor is old:
+                consumer.inputs[index] = new
+    if old in graph.outputs:
+        position = graph.outputs.index(old)
+        old.name, new.name = f"{old.name}.replaced", old.name
+        graph.outputs[position] = new
