@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from yolograph.errors import ContractViolation, PipelineError
+from yolograph.frontends.onnx_file import convert_opset
 from yolograph.ir.cost import model_cost
 from yolograph.ir.model import Model
 from yolograph.pipeline import properties
@@ -132,6 +133,8 @@ class PassManager:
         counts, records = input_counts, []
         for step, pass_ in enumerate(self.passes, 1):
             start = time.perf_counter()
+            if work.opset < pass_.min_opset:
+                work = convert_opset(work, pass_.min_opset)
             result = pass_.run(work)
             seconds = time.perf_counter() - start
             if result.changed:

@@ -129,6 +129,8 @@ class Pass:
     requires: ClassVar[frozenset[str]] = frozenset()
     establishes: ClassVar[frozenset[str]] = frozenset()
     removes: ClassVar[frozenset[str]] = frozenset()
+    # The manager converts the model up to this opset (onnx's version converter) before running.
+    min_opset: ClassVar[int] = 0
 
     def __init__(self, options: Any = None) -> None:
         self.options = options if options is not None else self.Options()
