@@ -27,7 +27,7 @@ def bn_params(rng: np.random.Generator, channels: int, prefix: str) -> dict[str,
 
 
 def conv_bn_model(*, groups: int = 1, bias: bool = False, transpose: bool = False, seed: int = 0,
-                  cin: int = 8, cout: int = 8) -> Model:
+                  cin: int = 8, cout: int = 8, opset: int = 17) -> Model:
     """x -> Conv/ConvTranspose (optionally biased, grouped) -> BN -> Sigmoid*x -> y."""
     rng = np.random.default_rng(seed)
     op = "ConvTranspose" if transpose else "Conv"
@@ -56,6 +56,7 @@ def conv_bn_model(*, groups: int = 1, bias: bool = False, transpose: bool = Fals
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, cin, 16, 16])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, cout, out_hw, out_hw])],
         inits,
+        opset=opset,
     )
 
 
