@@ -76,7 +76,9 @@ def write_checkpoint(path: Path, data_pkl: bytes, storages: dict[str, bytes] | N
     return path
 
 
-def copy_without(source: Path, target: Path, *, drop: str | None = None, replace: dict[str, bytes] | None = None) -> Path:
+def copy_without(
+    source: Path, target: Path, *, drop: str | None = None, replace: dict[str, bytes] | None = None
+) -> Path:
     """Copy a checkpoint zip, leaving out the record ending in `drop` and swapping records in `replace`."""
     with zipfile.ZipFile(source) as src, zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as dst:
         for info in src.infolist():
@@ -214,6 +216,7 @@ def test_fixture_checkpoint_reads_as_records_and_arrays():
     assert weights["model.0.conv.weight"].shape == (16, 3, 3, 3)
     assert weights["model.0.conv.weight"].dtype == np.float16
     assert weights["model.0.bn.num_batches_tracked"].dtype == np.int64
+    assert weights["model.0.bn.num_batches_tracked"].shape == ()  # a 0-d tensor stays 0-d
     assert weights["model.22.dfl.conv.weight"].shape == (1, 16, 1, 1)
     np.testing.assert_array_equal(weights["model.22.dfl.conv.weight"].ravel(), np.arange(16))
     assert weights["model.22.cv3.2.2.bias"].shape == (80,)
@@ -461,3 +464,149 @@ def test_every_stock_scale_keeps_its_name_and_multipliers(scale):
     assert _multipliers({"scales": edited, "scale": scale}) == (0.5, 0.5, 1024, "custom")
     with pytest.raises(ModelError, match="scale 'q'"):
         _multipliers({"scales": scales, "scale": "q"})
+
+
+# -- lowering other scales: a synthetic ultralytics-layout checkpoint -----------------------------
+
+
+def op_value(value, storages: dict[str, bytes]) -> bytes:
+    """Pickle opcodes for plain data, numpy tensors (as torch storages) and `FakeModule`s."""
+    if value is None or isinstance(value, bool):
+        return {None: b"N", True: b"\x88", False: b"\x89"}[value]
+    if isinstance(value, int):
+        return op_int(value)
+    if isinstance(value, float):
+        return b"G" + struct.pack(">d", value)
+    if isinstance(value, str):
+        return op_str(value)
+    if isinstance(value, tuple):
+        return op_tuple(*(op_value(v, storages) for v in value))
+    if isinstance(value, list):
+        return b"](" + b"".join(op_value(v, storages) for v in value) + b"e"
+    if isinstance(value, dict):
+        return b"}(" + b"".join(op_value(k, storages) + op_value(v, storages) for k, v in value.items()) + b"u"
+    if isinstance(value, np.ndarray):
+        storage = {np.float16: "HalfStorage", np.float32: "FloatStorage", np.int64: "LongStorage"}[value.dtype.type]
+        key = str(len(storages))
+        value = np.array(value, order="C")
+        storages[key] = value.tobytes()
+        strides = tuple(s // value.itemsize for s in value.strides)
+        return op_tensor(key, storage, value.size, 0, value.shape, strides)
+    if isinstance(value, FakeModule):
+        module, name = value.qualname.rsplit(".", 1)
+        state = {"training": False, "_parameters": value.params, "_buffers": value.buffers, "_modules": value.modules}
+        return op_global(module, name) + b")\x81" + op_value({**state, **value.attrs}, storages) + b"b"
+    raise TypeError(type(value))
+
+
+class FakeModule:
+    def __init__(self, qualname: str, params=None, buffers=None, modules=None, **attrs):
+        self.qualname = qualname
+        self.params, self.buffers, self.modules, self.attrs = params or {}, buffers or {}, modules or {}, attrs
+
+
+def fake_detection_model(spec, yaml: dict, rng: np.random.Generator, imgsz: int) -> FakeModule:
+    """A DetectionModel tree laid out as ultralytics pickles it, with float16 random weights."""
+    from yolograph.frontends.yolov8_arch import YOLOV8_LAYERS, expected_weight_shapes
+
+    shapes = expected_weight_shapes(spec)
+    nn, ul = "torch.nn.modules", "ultralytics.nn.modules"
+
+    def tensor(key, low=-0.1, high=0.1):
+        return rng.uniform(low, high, shapes[key]).astype(np.float16)
+
+    def conv(key):
+        bn = FakeModule(
+            f"{nn}.batchnorm.BatchNorm2d",
+            params={"weight": tensor(f"{key}.bn.weight", 0.5, 1.5), "bias": tensor(f"{key}.bn.bias")},
+            buffers={
+                "running_mean": tensor(f"{key}.bn.running_mean"),
+                "running_var": tensor(f"{key}.bn.running_var", 0.5, 2.0),
+                "num_batches_tracked": np.zeros((), np.int64),
+            },
+            eps=0.001,
+        )
+        conv2d = FakeModule(f"{nn}.conv.Conv2d", params={"weight": tensor(f"{key}.conv.weight"), "bias": None})
+        silu = FakeModule(f"{nn}.activation.SiLU")
+        return FakeModule(f"{ul}.conv.Conv", modules={"conv": conv2d, "bn": bn, "act": silu})
+
+    def cv1_cv2(key):
+        return {"cv1": conv(f"{key}.cv1"), "cv2": conv(f"{key}.cv2")}
+
+    def count(prefix):
+        return len({k[len(prefix):].split(".")[0] for k in shapes if k.startswith(prefix)})
+
+    layers = {}
+    for index, (_, _, module, _) in enumerate(YOLOV8_LAYERS):
+        key = f"model.{index}"
+        if module == "Conv":
+            layers[str(index)] = conv(key)
+        elif module == "C2f":
+            bottlenecks = {
+                str(j): FakeModule(f"{ul}.block.Bottleneck", modules=cv1_cv2(f"{key}.m.{j}"))
+                for j in range(count(f"{key}.m."))
+            }
+            m = FakeModule(f"{nn}.container.ModuleList", modules=bottlenecks)
+            layers[str(index)] = FakeModule(f"{ul}.block.C2f", modules={**cv1_cv2(key), "m": m})
+        elif module == "SPPF":
+            pool = FakeModule(f"{nn}.pooling.MaxPool2d", kernel_size=5, stride=1, padding=2)
+            layers[str(index)] = FakeModule(f"{ul}.block.SPPF", modules={**cv1_cv2(key), "m": pool})
+        elif module == "Upsample":
+            layers[str(index)] = FakeModule(f"{nn}.upsampling.Upsample", scale_factor=2.0, mode="nearest")
+        elif module == "Concat":
+            layers[str(index)] = FakeModule(f"{ul}.conv.Concat", d=1)
+        else:
+            branches = {}
+            for branch in ("cv2", "cv3"):
+                levels = {}
+                for level in range(3):
+                    last = f"{key}.{branch}.{level}.2"
+                    final = FakeModule(
+                        f"{nn}.conv.Conv2d", params={"weight": tensor(f"{last}.weight"), "bias": tensor(f"{last}.bias")}
+                    )
+                    parts = {"0": conv(f"{key}.{branch}.{level}.0"), "1": conv(f"{key}.{branch}.{level}.1"), "2": final}
+                    levels[str(level)] = FakeModule(f"{nn}.container.Sequential", modules=parts)
+                branches[branch] = FakeModule(f"{nn}.container.ModuleList", modules=levels)
+            dfl_weight = np.arange(16, dtype=np.float16).reshape(1, 16, 1, 1)
+            dfl_conv = FakeModule(f"{nn}.conv.Conv2d", params={"weight": dfl_weight})
+            branches["dfl"] = FakeModule(f"{ul}.block.DFL", modules={"conv": dfl_conv})
+            layers[str(index)] = FakeModule(
+                f"{ul}.head.Detect", modules=branches, nc=spec.num_classes, nl=3, reg_max=16,
+                stride=np.array([8.0, 16.0, 32.0], np.float32),
+            )  # fmt: skip
+    sequential = FakeModule(f"{nn}.container.Sequential", modules=layers)
+    return FakeModule(
+        "ultralytics.nn.tasks.DetectionModel",
+        modules={"model": sequential},
+        yaml=yaml, nc=spec.num_classes, names=dict(spec.names), task="detect",
+        stride=np.array([8.0, 16.0, 32.0], np.float32), args={"imgsz": imgsz, "task": "detect"},
+    )  # fmt: skip
+
+
+@needs_fixtures
+def test_a_synthetic_m_checkpoint_lowers_with_its_classes_and_image_size(tmp_path):
+    from yolograph.frontends.pt import load_checkpoint_model
+    from yolograph.frontends.yolov8_arch import YoloV8Spec
+
+    spec = YoloV8Spec.from_scale("m", num_classes=5)
+    spec = YoloV8Spec(**{**spec.__dict__, "names": {i: f"part_{i}" for i in range(5)}})
+    yaml = dict(read_checkpoint(N_PT).contents["model"].get("yaml"), scale="m", nc=5, yaml_file="yolov8m.yaml")
+    tree = fake_detection_model(spec, yaml, np.random.default_rng(0), imgsz=320)
+    storages: dict[str, bytes] = {}
+    body = op_value({"model": tree, "ema": None, "version": "8.4.190", "train_args": {"imgsz": 640}}, storages)
+    path = write_checkpoint(tmp_path / "yolov8m-synthetic.pt", pickle_bytes(body), storages)
+
+    model = load_checkpoint_model(path)
+    assert model.outputs[0].shape == (1, 9, (40 * 40 + 20 * 20 + 10 * 10))
+    assert model.facts.imgsz == (320, 320)
+    assert model.facts.names == {i: f"part_{i}" for i in range(5)}
+    assert model.metadata["yolograph_builder"] == "m"
+    # The weights landed where the state dict names them (layer 7 is capped by max_channels=768).
+    record = read_checkpoint(path).contents["model"]
+    conv7 = record.children["model"].children["7"].children["conv"].parameters["weight"]
+    assert conv7.shape == (576, 384, 3, 3)
+    lowered = {t.name: t.values for t in model.graph.tensors().values() if hasattr(t, "values")}
+    np.testing.assert_array_equal(lowered["model.7.conv.weight"], conv7.astype(np.float32))
+    cv3_bias = state_dict(record)["model.22.cv3.1.2.bias"]
+    assert cv3_bias.shape == (5,)
+    np.testing.assert_array_equal(lowered["model.22.cv3.1.2.bias"], cv3_bias.astype(np.float32))

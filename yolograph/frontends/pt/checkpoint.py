@@ -13,7 +13,8 @@ and `<prefix>/data/<key>` hold the raw bytes of each tensor storage. Unpickling 
 
 Anything else is refused with `UnsafeCheckpointError` before it is called, so nothing from the
 file executes. Allowlisted callables are handed out wrapped, so pickle's BUILD opcode cannot patch
-them either (e.g. a function's `__defaults__`), and record classes are made afresh per load. Corrupt archives, missing storages and unsupported dtypes raise `ModelError`.
+them either (e.g. a function's `__defaults__`), and record classes are made afresh per load.
+Corrupt archives, missing storages and unsupported dtypes raise `ModelError`.
 """
 
 from __future__ import annotations
@@ -236,7 +237,7 @@ def tensor_from_storage(
     view = np.lib.stride_tricks.as_strided(
         storage[offset:], shape=size, strides=tuple(s * item for s in stride), writeable=False
     )
-    return np.ascontiguousarray(view).copy()
+    return np.array(view, order="C", copy=True)  # (np.ascontiguousarray would turn 0-d into 1-d)
 
 
 # -- the unpickler ------------------------------------------------------------------------------
