@@ -464,6 +464,8 @@ def test_every_stock_scale_keeps_its_name_and_multipliers(scale):
     assert _multipliers({"scales": edited, "scale": scale}) == (0.5, 0.5, 1024, "custom")
     with pytest.raises(ModelError, match="scale 'q'"):
         _multipliers({"scales": scales, "scale": "q"})
+    # No 'scale' key: ultralytics guesses it from the yaml file name.
+    assert _multipliers({"scales": scales, "yaml_file": f"yolov8{scale}.yaml"})[3] == scale
 
 
 # -- lowering other scales: a synthetic ultralytics-layout checkpoint -----------------------------
@@ -593,7 +595,8 @@ def test_a_synthetic_m_checkpoint_lowers_with_its_classes_and_image_size(tmp_pat
     yaml = dict(read_checkpoint(N_PT).contents["model"].get("yaml"), scale="m", nc=5, yaml_file="yolov8m.yaml")
     tree = fake_detection_model(spec, yaml, np.random.default_rng(0), imgsz=320)
     storages: dict[str, bytes] = {}
-    body = op_value({"model": tree, "ema": None, "version": "8.4.190", "train_args": {"imgsz": 640}}, storages)
+    # A mid-training checkpoint: the weights are in 'ema', 'model' is None.
+    body = op_value({"model": None, "ema": tree, "version": "8.4.190", "train_args": {"imgsz": 640}}, storages)
     path = write_checkpoint(tmp_path / "yolov8m-synthetic.pt", pickle_bytes(body), storages)
 
     model = load_checkpoint_model(path)
@@ -602,7 +605,7 @@ def test_a_synthetic_m_checkpoint_lowers_with_its_classes_and_image_size(tmp_pat
     assert model.facts.names == {i: f"part_{i}" for i in range(5)}
     assert model.metadata["yolograph_builder"] == "m"
     # The weights landed where the state dict names them (layer 7 is capped by max_channels=768).
-    record = read_checkpoint(path).contents["model"]
+    record = read_checkpoint(path).contents["ema"]
     conv7 = record.children["model"].children["7"].children["conv"].parameters["weight"]
     assert conv7.shape == (576, 384, 3, 3)
     lowered = {t.name: t.values for t in model.graph.tensors().values() if hasattr(t, "values")}

@@ -11,6 +11,7 @@ builder, which emits the same unfused graph it builds for `yolov8n` ... `yolov8x
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -230,7 +231,7 @@ def _detect_record(record: ModuleRecord) -> ModuleRecord:
 def _multipliers(yaml: Mapping[str, Any]) -> tuple[float, float, int, str]:
     scales = yaml.get("scales")
     if scales:
-        scale = yaml.get("scale")
+        scale = yaml.get("scale") or _scale_from_yaml_file(yaml.get("yaml_file"), scales)
         if scale not in scales:
             raise ModelError(
                 f"The checkpoint's yaml has scale {scale!r} but defines scales {sorted(scales)}; it is malformed."
@@ -245,6 +246,14 @@ def _multipliers(yaml: Mapping[str, Any]) -> tuple[float, float, int, str]:
     # A stock scale keeps its name; edited multipliers make a 'custom' model.
     stock = YOLOV8_SCALES.get(str(scale))
     return depth, width, max_channels, (str(scale) if stock == (depth, width, max_channels) else "custom")
+
+
+def _scale_from_yaml_file(yaml_file: Any, scales: Mapping[str, Any]) -> str | None:
+    """The scale letter of 'yolov8n.yaml'-style names, else the yaml's first scale (what ultralytics falls back to)."""
+    match = re.search(r"yolov8([nslmx])", str(yaml_file or ""))
+    if match and match.group(1) in scales:
+        return match.group(1)
+    return next(iter(scales), None)
 
 
 def _consistent_class_count(record: ModuleRecord, yaml: Mapping[str, Any], detect: ModuleRecord) -> int:
