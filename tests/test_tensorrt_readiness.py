@@ -1,0 +1,256 @@
+"""TensorRT readiness check (CPU only): real Q/DQ graphs from ONNX Runtime's quantizer and small
+hand-built graphs that each break one TensorRT explicit-quantization rule."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+
+from yolograph.backends.tensorrt import Finding, check_readiness, format_findings
+from yolograph.frontends import load_model
+from yolograph.ir.model import Model
+
+from graphs import make_model
+
+ort_quant = pytest.importorskip("onnxruntime.quantization")
+
+
+# -- real graphs: yolov8n quantized by onnxruntime.quantization.quantize_static -------------------
+
+
+class _ImageReader(ort_quant.CalibrationDataReader):
+    """Two real coco128 images (the first two of the calibration range 0-31), letterboxed."""
+
+    def __init__(self, coco_dir):
+        from yolograph.evaluation import iter_image_tensors
+
+        paths = sorted((coco_dir / "images" / "train2017").glob("*.jpg"))[:2]
+        self._feeds = iter([{"images": t} for t in iter_image_tensors(paths, 640)])
+
+    def get_next(self):
+        return next(self._feeds, None)
+
+
+def _quantize(tmp_path_factory, yolov8n_path, coco_dir, name: str, **kwargs) -> Model:
+    out = tmp_path_factory.mktemp("ortq") / f"{name}.onnx"
+    ort_quant.quantize_static(str(yolov8n_path), str(out), _ImageReader(coco_dir),
+                              quant_format=ort_quant.QuantFormat.QDQ, **kwargs)
+    return load_model(out)
+
+
+def _codes(findings: list[Finding]) -> Counter:
+    return Counter((f.severity, f.code) for f in findings)
+
+
+@pytest.fixture(scope="module")
+def ort_default(tmp_path_factory, yolov8n_path, coco_dir) -> Model:
+    """quantize_static defaults: asymmetric int8 activations, per-tensor weights, int32 biases."""
+    return _quantize(tmp_path_factory, yolov8n_path, coco_dir, "default")
+
+
+@pytest.fixture(scope="module")
+def ort_u8(tmp_path_factory, yolov8n_path, coco_dir) -> Model:
+    return _quantize(tmp_path_factory, yolov8n_path, coco_dir, "u8", activation_type=ort_quant.QuantType.QUInt8)
+
+
+@pytest.fixture(scope="module")
+def ort_symmetric(tmp_path_factory, yolov8n_path, coco_dir) -> Model:
+    return _quantize(tmp_path_factory, yolov8n_path, coco_dir, "s8", activation_type=ort_quant.QuantType.QInt8,
+                     weight_type=ort_quant.QuantType.QInt8, per_channel=True,
+                     extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+
+
+def test_float_yolov8n_is_ready(yolov8n):
+    assert check_readiness(yolov8n) == []
+    assert "no findings" in format_findings([])
+
+
+def test_ort_default_quantization_is_asymmetric(ort_default):
+    findings = check_readiness(ort_default)
+    codes = _codes(findings)
+    quantizers = [n for n in ort_default.graph.nodes if n.op == "QuantizeLinear"]
+    # Every activation quantizer with a non-zero zero point is reported, by name.
+    nonzero = {n.name for n in quantizers if np.any(n.inputs[2].values != 0)}
+    assert nonzero and nonzero <= {f.node for f in findings if f.code == "zero-point"}
+    # Biases are dequantized from int32, which TensorRT cannot parse: one error per biased Conv.
+    biased = [n for n in ort_default.nodes_by_op("Conv") if len(n.inputs) > 2]
+    assert codes[("error", "int32-dequantize")] == len(biased)
+    assert all(f.severity == "error" for f in findings if f.code in ("zero-point", "int32-dequantize"))
+
+
+def test_ort_uint8_activations_are_unsigned_and_asymmetric(ort_u8):
+    codes = _codes(check_readiness(ort_u8))
+    activation_qs = len(ort_u8.nodes_by_op("QuantizeLinear"))
+    assert codes[("error", "unsigned")] == activation_qs
+    assert codes[("error", "zero-point")] > 0
+
+
+def test_ort_symmetric_per_channel_has_fewer_findings(ort_symmetric, ort_default):
+    symmetric = check_readiness(ort_symmetric)
+    codes = _codes(symmetric)
+    assert not any(code in ("zero-point", "unsigned", "per-channel-axis") for _, code in codes)
+    # Left: int32 biases (ORT quantizes them unless QuantizeBias=False) and per-input Concat scales.
+    assert set(code for _, code in codes) <= {"int32-dequantize", "concat-scales"}
+    assert len(symmetric) < len(check_readiness(ort_default))
+
+
+def test_format_findings_counts_and_caps(ort_default):
+    findings = check_readiness(ort_default)
+    text = format_findings(findings, per_rule=3)
+    errors = sum(f.severity == "error" for f in findings)
+    assert text.splitlines()[0].startswith(f"TensorRT readiness: {errors} error(s)")
+    assert "more 'zero-point' finding(s)" in text
+    assert len(text.splitlines()) < 20
+
+
+# -- hand-built graphs: one broken rule each ------------------------------------------------------
+
+_RNG = np.random.default_rng(0)
+
+
+def _init(name: str, value) -> tuple[str, np.ndarray]:
+    return name, np.asarray(value)
+
+
+def _qdq_conv_model(*, w_axis: int | None = 0, w_scale_count: int = 4, act_zp: int = 0, dq_scale: float = 0.05,
+                    act_dtype=np.int8, quantize_weight: bool = True, quantize_input: bool = True,
+                    between: str | None = None, opset: int = 17) -> Model:
+    """x -> Q -> DQ [-> between] -> Conv(W: int8 -> DQ per-channel) -> y."""
+    weight = _RNG.integers(-127, 128, (4, 3, 3, 3)).astype(np.int8)
+    inits = dict([
+        _init("x_scale", np.float32(0.05)), _init("x_zp", act_dtype(act_zp)),
+        _init("dq_scale", np.float32(dq_scale)),
+        _init("w_q", weight), _init("w_float", weight.astype(np.float32) * 0.01),
+        _init("w_scale", np.full(w_scale_count, 0.01, np.float32) if w_scale_count > 1 else np.float32(0.01)),
+        _init("w_zp", np.zeros(w_scale_count, np.int8) if w_scale_count > 1 else np.int8(0)),
+        _init("shape", np.array([1, 3, 8, 8], np.int64)),
+    ])
+    nodes = []
+    data = "x"
+    if quantize_input:
+        nodes += [helper.make_node("QuantizeLinear", ["x", "x_scale", "x_zp"], ["xq"], name="q_x"),
+                  helper.make_node("DequantizeLinear", ["xq", "dq_scale", "x_zp"], ["xd"], name="dq_x")]
+        data = "xd"
+    if between:
+        nodes.append(helper.make_node(between, [data, "shape"], ["xb"], name="between"))
+        data = "xb"
+    if quantize_weight:
+        attrs = {} if w_axis is None else {"axis": w_axis}
+        nodes.append(helper.make_node("DequantizeLinear", ["w_q", "w_scale", "w_zp"], ["w"], name="dq_w", **attrs))
+        weight_name = "w"
+    else:
+        weight_name = "w_float"
+    nodes.append(helper.make_node("Conv", [data, weight_name], ["y"], name="conv", pads=[1, 1, 1, 1]))
+    return make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])], inits, opset=opset)
+
+
+def _only(model: Model) -> set[tuple[str, str, str]]:
+    return {(f.severity, f.code, f.node) for f in check_readiness(model)}
+
+
+def test_well_formed_qdq_conv_is_ready():
+    assert check_readiness(_qdq_conv_model()) == []
+
+
+def test_per_channel_weight_axis_must_be_output_channels():
+    # ONNX's default axis is 1, the input channels of a Conv weight: a classic export mistake.
+    assert ("error", "per-channel-axis", "dq_w") in _only(_qdq_conv_model(w_axis=None))
+    assert ("error", "per-channel-axis", "dq_w") in _only(_qdq_conv_model(w_axis=1))
+
+
+def test_per_tensor_weight_scale_is_accepted():
+    assert check_readiness(_qdq_conv_model(w_scale_count=1)) == []
+
+
+def test_asymmetric_and_unsigned_activation():
+    assert _only(_qdq_conv_model(act_zp=3)) >= {("error", "zero-point", "q_x")}
+    assert ("error", "unsigned", "q_x") in _only(_qdq_conv_model(act_dtype=np.uint8))
+
+
+def test_pair_with_different_scales():
+    assert ("error", "pair-mismatch", "dq_x") in _only(_qdq_conv_model(dq_scale=0.07))
+
+
+def test_half_quantized_conv():
+    assert ("warning", "half-quantized", "conv") in _only(_qdq_conv_model(quantize_weight=False))
+    assert ("warning", "half-quantized", "conv") in _only(_qdq_conv_model(quantize_input=False))
+
+
+def test_dequantize_not_adjacent_to_conv():
+    found = check_readiness(_qdq_conv_model(between="Reshape"))
+    assert [(f.code, f.node) for f in found] == [("not-adjacent", "conv")]
+    assert "Reshape" in found[0].message
+
+
+def test_opset_below_13():
+    model = make_model([helper.make_node("Relu", ["x"], ["y"], name="relu")],
+                       [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], {}, opset=12)
+    assert _only(model) == {("error", "opset", "(model)")}
+
+
+def _single_op_model(node, inits=None, out_shape=(2, 2)) -> Model:
+    return make_model([node], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(out_shape))], inits or {})
+
+
+def test_unsupported_op():
+    model = _single_op_model(helper.make_node("Det", ["x"], ["y"], name="det"), out_shape=())
+    assert _only(model) == {("error", "unsupported-op", "det")}
+
+
+def test_resize_cubic_is_unsupported():
+    node = helper.make_node("Resize", ["x", "", "scales"], ["y"], name="resize", mode="cubic")
+    model = _single_op_model(node, {"scales": np.array([1.0, 2.0], np.float32)}, out_shape=(2, 4))
+    assert _only(model) == {("error", "resize-mode", "resize")}
+
+
+def test_q_feeding_a_non_dequantize_op():
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["xq"], name="q"),
+             helper.make_node("Cast", ["xq"], ["y"], name="cast", to=TensorProto.FLOAT)]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])],
+                       {"s": np.float32(0.1), "zp": np.int8(0)})
+    assert _only(model) == {("error", "q-without-dq", "q")}
+
+
+def test_per_channel_activation_and_bad_scale():
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["xq"], name="q", axis=1),
+             helper.make_node("DequantizeLinear", ["xq", "s", "zp"], ["y"], name="dq", axis=1)]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])],
+                       {"s": np.array([0.1, -0.2], np.float32), "zp": np.zeros(2, np.int8)})
+    assert _only(model) == {("error", "per-channel-activation", "q"), ("error", "bad-scale", "q")}
+
+
+def _concat_model(scales: tuple[float, ...], quantized: tuple[bool, ...]) -> Model:
+    nodes, inits, inputs, concat_inputs = [], {"zp": np.int8(0)}, [], []
+    for i, (scale, is_q) in enumerate(zip(scales, quantized)):
+        inputs.append(helper.make_tensor_value_info(f"x{i}", TensorProto.FLOAT, [1, 2, 4, 4]))
+        if is_q:
+            inits[f"s{i}"] = np.float32(scale)
+            nodes += [helper.make_node("QuantizeLinear", [f"x{i}", f"s{i}", "zp"], [f"q{i}"], name=f"q{i}"),
+                      helper.make_node("DequantizeLinear", [f"q{i}", f"s{i}", "zp"], [f"d{i}"], name=f"dq{i}")]
+            concat_inputs.append(f"d{i}")
+        else:
+            concat_inputs.append(f"x{i}")
+    nodes.append(helper.make_node("Concat", concat_inputs, ["y"], name="concat", axis=1))
+    return make_model(nodes, inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2 * len(scales), 4, 4])],
+                      inits)
+
+
+def test_concat_scales_must_match():
+    assert check_readiness(_concat_model((0.1, 0.1), (True, True))) == []
+    assert _only(_concat_model((0.1, 0.2), (True, True))) == {("warning", "concat-scales", "concat")}
+    assert _only(_concat_model((0.1, 0.1), (True, False))) == {("warning", "concat-mixed", "concat")}
+
+
+def test_findings_are_plain_records_for_json():
+    finding = check_readiness(_qdq_conv_model(w_axis=1))[0]
+    assert vars(finding) == {"severity": "error", "node": "dq_w", "message": finding.message,
+                             "code": "per-channel-axis"}
+    assert finding.message.endswith(".") and "axis=0" in finding.message
