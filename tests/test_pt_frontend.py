@@ -19,7 +19,8 @@ N_PT = FIXTURES / "yolov8n-rand.pt"
 S_PT = FIXTURES / "yolov8s-rand-nc3.pt"
 PWNED = Path("/tmp/yolograph_pwned")
 
-needs_fixtures = pytest.mark.skipif(not N_PT.is_file(), reason="shared/data/fixtures is not available")
+# Missing shared data fails loudly (conftest's fixtures_dir raises), it never skips.
+needs_fixtures = pytest.mark.usefixtures("fixtures_dir")
 
 
 # -- a tiny protocol-2 pickle assembler, so tests can write exactly the opcodes they mean ---------
