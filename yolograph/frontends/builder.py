@@ -74,13 +74,13 @@ class _SuppliedWeights:
                 "state dict of a YOLOv8 model of this scale and class count."
             )
         value = np.asarray(self._weights[key])
-        if tuple(value.shape) != tuple(shape):
+        if value.shape != tuple(shape):
             raise ModelError(
                 f"Weight {key!r} has shape {list(value.shape)} but this YOLOv8 spec needs {list(shape)}; "
                 "check that the scale and num_classes match the checkpoint."
             )
         self._used.add(key)
-        return value.astype(np.float32)
+        return np.asarray(value, dtype=np.float32)
 
     def conv_weight(self, key: str, shape: tuple[int, ...], gain: float = 2.0) -> np.ndarray:
         return self.tensor(key, shape)
