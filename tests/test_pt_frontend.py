@@ -181,6 +181,13 @@ def test_tensor_past_its_storage_is_an_error(tmp_path):
         read_checkpoint(path)
 
 
+def test_expanded_tensor_cannot_blow_up_memory(tmp_path):
+    body = op_dict(t=op_tensor("0", "FloatStorage", 1, 0, (1 << 30, 1 << 30), (0, 0)))
+    path = write_checkpoint(tmp_path / "t.pt", pickle_bytes(body), {"0": np.zeros(1, np.float32).tobytes()})
+    with pytest.raises(ModelError, match="more elements than its storage"):
+        read_checkpoint(path)
+
+
 def test_short_storage_record_is_an_error(tmp_path):
     body = op_dict(t=op_tensor("0", "FloatStorage", 8, 0, (8,), (1,)))
     path = write_checkpoint(tmp_path / "t.pt", pickle_bytes(body), {"0": np.zeros(4, np.float32).tobytes()})

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import io
+import math
 import pickle
 import re
 import zipfile
@@ -232,6 +233,13 @@ def tensor_from_storage(
         raise ModelError(
             f"A pickled tensor of size {size} (stride {stride}, offset {offset}) reaches past its storage of "
             f"{storage.size} elements; the checkpoint is truncated or corrupt. Re-save it."
+        )
+    if math.prod(size) > storage.size:
+        # Only expanded (stride-0) views have more elements than their storage; weights never do,
+        # and materializing one could be made arbitrarily large.
+        raise ModelError(
+            f"A pickled tensor of size {size} has more elements than its storage ({storage.size}); "
+            "yolograph reads dense weight tensors only. Re-save the checkpoint with contiguous tensors."
         )
     item = storage.itemsize
     view = np.lib.stride_tricks.as_strided(
