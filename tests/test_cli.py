@@ -134,3 +134,13 @@ def test_unsupported_opset_is_refused(capsys, tmp_path):
     onnx.save(proto, path)
     code, _, err = run_cli(capsys, "inspect", str(path))
     assert code == 2 and "opset 11" in err
+
+
+def test_compile_compares_accuracy_and_latency(capsys, tmp_path, yolov8n_path, coco_dir):
+    code, out, _ = run_cli(capsys, "compile", str(yolov8n_path), "-p", "cleanup", "-o", str(tmp_path / "o.onnx"),
+                           "--bench", "3", "--eval-data", str(coco_dir), "--eval-images", "32:36", "--json")
+    comparison = json.loads(out)["comparison"]
+    assert code == 0 and comparison["images"] == 4
+    # cleanup is numerically equal: the same detections, so the same mAP.
+    assert comparison["map_drop_points"] == pytest.approx(0.0, abs=1e-6)
+    assert comparison["speedup"] > 0

@@ -68,7 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workspace-mb", type=int, default=4096, help="tensorrt workspace limit")
     p.add_argument("--batch", default="1", help="tensorrt optimization-profile batch sizes, e.g. 1,8")
     p.add_argument("--timing-cache", help="tensorrt timing cache file, reused across builds")
-    p.add_argument("--bench", type=int, default=0, metavar="N", help="after compiling, time N runs (ort)")
+    p.add_argument("--bench", type=int, default=0, metavar="N",
+                   help="time N runs of the input and the output model side by side (ort)")
+    p.add_argument("--eval-data", help="also score mAP50-95 of the input and output model on this dataset (ort)")
+    p.add_argument("--eval-images", help="index range A:B of --eval-data images, e.g. 32:128")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(handler=cmd_compile)
 
@@ -189,10 +192,13 @@ def cmd_compile(args: argparse.Namespace) -> int:
     summary = summarize(result)
     output: dict[str, Any] = {"output": str(artifact), "backend": args.backend, "summary": summary,
                               "report": report.to_json()}
-    if args.bench and args.backend == "ort":
-        from yolograph.backends.ort import OrtRunner
+    comparison = None
+    if args.bench or args.eval_data:
+        from yolograph.inspection.compare import compare_models
 
-        output["latency"] = OrtRunner(result).benchmark(runs=args.bench).to_json()
+        comparison = compare_models(model, result, bench_runs=args.bench, data=args.eval_data,
+                                    images=args.eval_images)
+        output["comparison"] = comparison.to_json()
     if args.report:
         write_bytes_atomic(args.report, json.dumps(report.to_json(), indent=2, default=str).encode())
     if args.json:
@@ -201,9 +207,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
     print(report.table())
     print()
     print(format_summary(summary))
-    if "latency" in output:
-        lat = output["latency"]
-        print(f"latency  median {lat['median_ms']:.2f} ms, p90 {lat['p90_ms']:.2f} ms over {lat['runs']} runs (ort)")
+    for line in comparison.lines() if comparison else []:
+        print(line)
     print(f"wrote    {artifact}")
     return 0
 
