@@ -219,9 +219,11 @@ def test_metadata_and_facts_look_like_an_ultralytics_export(random_n):
 # -- random weights ---------------------------------------------------------------------------------------
 
 
-def test_random_n_runs_with_healthy_activations(random_n):
-    """Per-layer std of every SiLU output stays in [0.05, 20] on a uniform random 640 input."""
-    probe = random_n.copy()
+@pytest.mark.parametrize("scale", ["n", "s"])
+def test_random_weights_give_healthy_activations(scale, random_n):
+    """Per-layer std of every SiLU output stays in [0.05, 20] on a uniform random 640 input
+    (measured max: 5.8 for n, 4.2 for s; calibrating at 128 px instead gave ~300)."""
+    probe = random_n.copy() if scale == "n" else build_builtin(scale)
     activations = [n.outputs[0] for n in probe.graph.nodes if n.op == "Mul" and n.name.endswith("/act/Mul")]
     assert len(activations) == 57
     probe.graph.outputs = probe.graph.outputs + activations

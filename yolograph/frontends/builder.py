@@ -41,6 +41,7 @@ from yolograph.frontends.yolov8_arch import (
     scaled_repeats,
 )
 from yolograph.ir.model import Model
+from yolograph.progress import track
 
 __all__ = ["YoloV8Spec", "build_yolov8", "build_builtin", "CALIBRATION_SIZE"]
 
@@ -414,7 +415,10 @@ def build_yolov8(
     images = gs.Variable("images", dtype=np.float32, shape=[1, 3, height, width])
     outputs: list[_Value] = []
     channels: list[int] = []
-    for index, (from_, repeats, module, args) in enumerate(YOLOV8_LAYERS):
+    layers = enumerate(YOLOV8_LAYERS)
+    if calib is not None:  # the calibration forward pass takes a few seconds for m/l/x
+        layers = track(layers, f"Calibrating random yolov8{spec.scale} weights (layer)", total=len(YOLOV8_LAYERS))
+    for index, (from_, repeats, module, args) in layers:
         sources = layer_sources(from_, index) if index else []
         x = outputs[sources[0]] if sources else _Value(images, calib)
         c_in = channels[sources[0]] if sources else 3
