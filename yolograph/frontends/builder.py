@@ -20,7 +20,7 @@ while every BN parameter is far from the identity (a BN-folding bug cannot hide)
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -35,7 +35,6 @@ from yolograph.frontends.yolov8_arch import (
     YOLOV8_SCALES,
     YoloV8Spec,
     detect_widths,
-    expected_weight_shapes,
     layer_sources,
     scaled_channels,
     scaled_repeats,
@@ -61,9 +60,8 @@ IGNORED_KEY_SUFFIXES = ("num_batches_tracked",)
 class _SuppliedWeights:
     """Weights from an ultralytics state dict; every key the graph needs must be present with its shape."""
 
-    def __init__(self, weights: Mapping[str, np.ndarray], expected: dict[str, tuple[int, ...]]) -> None:
+    def __init__(self, weights: Mapping[str, np.ndarray]) -> None:
         self._weights = weights
-        self._expected = expected
         self._used: set[str] = set()
 
     def tensor(self, key: str, shape: tuple[int, ...], *, optional_default: np.ndarray | None = None) -> np.ndarray:
@@ -109,7 +107,6 @@ class _RandomWeights:
     """Seeded weights: He-normal convs, BN statistics calibrated on a forward pass then perturbed."""
 
     rng: np.random.Generator
-    log: dict[str, float] = field(default_factory=dict)
 
     def conv_weight(self, key: str, shape: tuple[int, ...], gain: float = 2.0) -> np.ndarray:
         fan_in = int(np.prod(shape[1:]))
@@ -144,16 +141,14 @@ class _RandomWeights:
 # -- numpy reference ops for calibration ---------------------------------------------------------------
 
 
-def _np_conv(x: np.ndarray, weight: np.ndarray, stride: int, bias: np.ndarray | None = None) -> np.ndarray:
+def _np_conv(x: np.ndarray, weight: np.ndarray, stride: int) -> np.ndarray:
+    """Conv2d with 'same' padding (k // 2), no bias: what ultralytics Conv does before its BN."""
     k = weight.shape[-1]
     pad = k // 2
     if pad:
         x = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
     windows = sliding_window_view(x, (k, k), axis=(2, 3))[:, :, ::stride, ::stride]
-    out = np.einsum("nchwij,ocij->nohw", windows, weight, optimize=True)
-    if bias is not None:
-        out += bias.reshape(1, -1, 1, 1)
-    return out.astype(np.float32)
+    return np.einsum("nchwij,ocij->nohw", windows, weight, optimize=True).astype(np.float32)
 
 
 def _np_batchnorm(x: np.ndarray, gamma, beta, mean, var) -> np.ndarray:
@@ -242,7 +237,7 @@ class _Emitter:
         chunks = [_Value(v, c) for v, c in zip(parts, calib_parts)]
         for j in range(n):
             chunks.append(self.bottleneck(chunks[-1], f"{key}.m.{j}", f"{scope}/m.{j}", hidden, shortcut))
-        cat = self.concat([c for c in chunks], f"{scope}/Concat")
+        cat = self.concat(chunks, f"{scope}/Concat")
         return self.conv_bn_silu(cat, f"{key}.cv2", f"{scope}/cv2", (2 + n) * hidden, c_out, 1)
 
     def bottleneck(self, x: _Value, key: str, scope: str, channels: int, shortcut: bool) -> _Value:
@@ -260,7 +255,7 @@ class _Emitter:
         hidden = c_in // 2
         y = self.conv_bn_silu(x, f"{key}.cv1", f"{scope}/cv1", c_in, hidden, 1)
         pooled = [y]
-        for j, suffix in enumerate(("m", "m_1", "m_2")):
+        for suffix in ("m", "m_1", "m_2"):  # torch.onnx names the one MaxPool module's 3 calls
             attrs = {"ceil_mode": 0, "dilations": [1, 1], "kernel_shape": [k, k], "pads": [k // 2] * 4, "strides": [1, 1]}
             (out,) = self.node("MaxPool", f"{scope}/{suffix}/MaxPool", [pooled[-1].var], attrs)
             calib = _np_maxpool(pooled[-1].calib, k) if y.calib is not None else None
@@ -404,7 +399,7 @@ def build_yolov8(
     non-trivial BN statistics are generated.
     """
     if weights is not None:
-        source: _SuppliedWeights | _RandomWeights = _SuppliedWeights(weights, expected_weight_shapes(spec))
+        source: _SuppliedWeights | _RandomWeights = _SuppliedWeights(weights)
         calib = None
     else:
         rng = np.random.default_rng(seed)
