@@ -128,6 +128,8 @@ class PassManager:
         if self.dump_dir:
             self.dump_dir.mkdir(parents=True, exist_ok=True)
         feeds = verification_inputs(work, self.verify_inputs) if self.verify else []
+        for pass_ in self.passes:  # e.g. a uint8 input can only carry pixels k/255
+            feeds = [pass_.restrict_inputs(feed) for feed in feeds]
         reference = run_groups(work, feeds) if self.verify else None
         input_counts = GraphCounts.of(work)
         counts, records = input_counts, []

@@ -146,6 +146,16 @@ class Pass:
         """
         return feed
 
+    def restrict_inputs(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Restrict a verification feed to values the model after this pass can be given.
+
+        For passes whose new inputs carry less than the old ones (to-nhwc{input=uint8}: pixels
+        k/255 only). The manager applies it to the pipeline's initial verification feeds, before
+        computing the reference, so every pass is verified on the restricted inputs. It must not
+        depend on the feed's layout (the feed is the pipeline input model's).
+        """
+        return feed
+
     @classmethod
     def summary(cls) -> str:
         """First line of the docstring: what the pass does."""

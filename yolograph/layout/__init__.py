@@ -1,0 +1,1 @@
+"""Layouts: permutation algebra, the layout propagation behind `to-nhwc`, and transpose census."""
