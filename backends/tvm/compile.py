@@ -1,0 +1,210 @@
+"""Compile the optimized ONNX IR with TVM into a deployable artifact.
+
+Artifact = two files written atomically side by side:
+  <output>        the shared library TVM exports (`Executable.export_library`; load with
+                  `tvm.runtime.load_module` + `relax.VirtualMachine`),
+  <output>.json   the sidecar: target, input/output names, shapes and dtypes, image size and
+                  class names (for `eval`), layout, INT8 and tuning facts.
+The library is written first and the sidecar last, so a sidecar always describes a complete library.
+
+Pipeline: ONNX -> Relax (static shapes) -> DecomposeOpsForInference -> [INT8 rewrite] ->
+[ConvertLayout NHWC] -> FoldConstant -> [MetaSchedule tuning] -> compile with the tuning
+database applied (dlight rules for untuned GPU kernels; untuned CPU kernels use TVM's default,
+unscheduled loops, which are slow).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from yolograph.backends.tvm.target import import_tvm, is_gpu, parse_target, validate_target
+from yolograph.errors import BackendError
+from yolograph.ir.model import Model
+from yolograph.ir.serialization import write_bytes_atomic
+
+ARTIFACT_FORMAT = "yolograph-tvm-artifact"
+ARTIFACT_VERSION = 1
+LAYOUTS = ("NCHW", "NHWC")
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    target: dict[str, Any]
+    tune_trials: int = 0
+    tune_seconds: float | None = None
+    tuning_db: Path | None = None
+    rpc: str | None = None
+    layout: str = "NCHW"
+    int8: bool = False
+
+    @property
+    def tunes(self) -> bool:
+        return self.tune_trials > 0 or (self.tune_seconds is not None and self.tune_seconds > 0)
+
+
+def sidecar_path(library: Path) -> Path:
+    return library.with_name(library.name + ".json")
+
+
+def resolve_options(model: Model, *, target, tune_trials, tune_seconds, tuning_db, rpc, layout, int8) -> CompileOptions:
+    """Check the user's choices against the model and fill in defaults (layout, INT8, tuning DB)."""
+    spec = parse_target(target)
+    if tune_trials < 0:
+        raise BackendError(f"--tune-trials must be 0 or more, not {tune_trials}.")
+    if tune_seconds is not None and tune_seconds <= 0:
+        raise BackendError(f"--tune-seconds must be positive, not {tune_seconds}.")
+    if layout is None:
+        layout = "NHWC" if model.metadata.get("yolograph.layout") == "NHWC" else "NCHW"
+    layout = layout.upper()
+    if layout not in LAYOUTS:
+        raise BackendError(f"Unknown layout {layout!r}; TVM compiles conv2d as NCHW or NHWC.")
+    has_qdq = any(n.op in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.nodes)
+    if int8 is None:
+        int8 = has_qdq
+    elif int8 and not has_qdq:
+        raise BackendError("INT8 was requested but the model has no QuantizeLinear/DequantizeLinear nodes; "
+                           "run the quantization passes (insert-qdq, calibrate) first.")
+    if rpc is not None and not (tune_trials or tune_seconds):
+        raise BackendError("--rpc only sets where tuning candidates are measured; add --tune-trials or --tune-seconds.")
+    from yolograph.backends.tvm.tuning import default_database_dir
+
+    db = Path(tuning_db) if tuning_db is not None else default_database_dir()
+    return CompileOptions(spec, tune_trials, tune_seconds, db, rpc, layout, bool(int8))
+
+
+def compile_model(model: Model, output: Path, *, target: str | None = None, tune_trials: int = 0,
+                  tune_seconds: float | None = None, tuning_db: Path | None = None, rpc: str | None = None,
+                  layout: str | None = None, int8: bool | None = None) -> Path:
+    """Compile `model` for `target` into `output` (shared library) + `output`.json; returns `output`."""
+    tvm = import_tvm()
+    output = Path(output)
+    if output.suffix in (".onnx", ".pt", ".engine", ".json"):
+        raise BackendError(f"The TVM backend writes a shared library; name the output like model.so, not {output.name!r}.")
+    options = resolve_options(model, target=target, tune_trials=tune_trials, tune_seconds=tune_seconds,
+                              tuning_db=tuning_db, rpc=rpc, layout=layout, int8=int8)
+    start = time.perf_counter()
+    mod, facts = lower_to_relax(model, options)
+    target_obj = validate_target(options.target)
+
+    from yolograph.backends.tvm import tuning
+
+    tune_report = None
+    if options.tunes:
+        tune_report = tuning.tune(mod, target_obj, options.tuning_db, trials=options.tune_trials,
+                                  seconds=options.tune_seconds, rpc=options.rpc)
+    coverage = tuning.coverage(mod, target_obj, options.tuning_db)
+    if coverage.tuned < coverage.total and not is_gpu(options.target):
+        _note(f"TVM: {coverage.total - coverage.tuned} of {coverage.total} CPU kernels have no tuning records "
+              "and use untuned default loops, which are slow; tune with --tune-trials N (records are reused).")
+    executable = build(mod, target_obj, options.tuning_db)
+    sidecar = {
+        "format": ARTIFACT_FORMAT,
+        "version": ARTIFACT_VERSION,
+        "library": output.name,
+        "target": options.target,
+        "device": "cuda" if options.target["kind"] in ("cuda", "nvptx") else
+                  ("cpu" if not is_gpu(options.target) else options.target["kind"]),
+        "inputs": [_info_json(i) for i in model.inputs],
+        "outputs": [_info_json(o) for o in model.outputs],
+        "imgsz": list(_imgsz(model)),
+        "metadata": {k: v for k, v in model.metadata.items() if k in ("names", "stride", "task", "imgsz", "description")},
+        "layout": options.layout,
+        **facts,
+        "tuning": {
+            "database": str(options.tuning_db),
+            "tasks": coverage.total,
+            "tuned_tasks": coverage.tuned,
+            **(tune_report.to_json() if tune_report else {}),
+        },
+        "tvm_version": tvm.__version__,
+        "compile_seconds": round(time.perf_counter() - start, 2),
+    }
+    export_atomic(executable, output)
+    write_bytes_atomic(sidecar_path(output), json.dumps(sidecar, indent=2).encode())
+    return output
+
+
+def lower_to_relax(model: Model, options: CompileOptions):
+    """ONNX -> Relax with inference decomposition, INT8 and layout rewrites; returns (mod, facts)."""
+    tvm = import_tvm()
+    from tvm import relax
+
+    from yolograph.backends.tvm.relax_import import to_relax
+
+    mod = to_relax(model)
+    with tvm.target.Target(options.target):
+        mod = tvm.transform.Sequential([
+            relax.transform.DecomposeOpsForInference(),
+            relax.transform.CanonicalizeBindings(),
+        ])(mod)  # constants are folded later by the build (and by the NHWC rewrite, which needs it)
+    facts: dict[str, Any] = {}
+    if options.int8:
+        from yolograph.backends.tvm.int8 import rewrite_integer_conv2d
+
+        mod, int8_stats = rewrite_integer_conv2d(mod)
+        facts["int8"] = int8_stats
+    else:
+        facts["int8"] = {"enabled": False}
+    if options.layout == "NHWC":
+        from yolograph.backends.tvm.layout import convert_to_nhwc
+
+        mod, layout_stats = convert_to_nhwc(mod)
+        facts["layout_stats"] = layout_stats
+    return mod, facts
+
+
+def build(mod, target, database_dir: Path | None):
+    """relax build with MetaSchedule records from `database_dir` applied (dlight for the rest on GPU)."""
+    from tvm.s_tir.meta_schedule.relax_integration import compile_relax
+
+    from yolograph.backends.tvm.tuning import open_database
+
+    database = open_database(database_dir, target, create=False)
+    try:
+        return compile_relax(database, mod, target, params=None)
+    except Exception as exc:  # noqa: BLE001 - TVM raises TVMError/InternalError with long traces
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BackendError(f"TVM failed to compile the model for {target}: {first}") from exc
+
+
+def export_atomic(executable, output: Path) -> None:
+    """export_library to a temp file beside `output`, then rename (never a half-written library)."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".so", dir=output.parent)
+    os.close(fd)
+    try:
+        try:
+            executable.export_library(temp)
+        except Exception as exc:  # noqa: BLE001
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise BackendError(f"TVM could not export the compiled library ({first}); "
+                               "a C compiler (gcc/clang) must be on PATH.") from exc
+        os.replace(temp, output)
+    finally:
+        Path(temp).unlink(missing_ok=True)
+
+
+def _info_json(info) -> dict[str, Any]:
+    return {"name": info.name, "shape": [int(d) for d in info.shape], "dtype": np.dtype(info.dtype).name}
+
+
+def _imgsz(model: Model) -> tuple[int, int]:
+    shape = model.inputs[0].shape
+    if len(shape) == 4:
+        if model.metadata.get("yolograph.layout") == "NHWC":
+            return int(shape[1]), int(shape[2])
+        return int(shape[2]), int(shape[3])
+    return (640, 640)
+
+
+def _note(message: str) -> None:
+    print(message, file=sys.stderr)

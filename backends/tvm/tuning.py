@@ -1,0 +1,427 @@
+"""MetaSchedule tuning with a persistent, reusable tuning database.
+
+Database layout: `<db>/<target key>/database_{workload,tuning_record}.json` (MetaSchedule's
+JSONDatabase, which appends each measured record to disk as soon as it is measured, so an
+interrupted tune keeps everything it found). Tasks whose workload already has a record are not
+tuned again. Shipped records under `<repo>/data/tuning/<target key>/` are read as well.
+
+Two fixes make MetaSchedule usable on a small CPU box:
+- `ForkBuilder` builds each candidate in a fork of this already-loaded process, with a
+  per-build timeout. The stock LocalBuilder starts fresh workers that spend ~26 s importing TVM
+  each, so every candidate timed out; and one conv build once hung the compiler for minutes.
+- `TuningMonitor` prints progress and enforces the --tune-seconds budget by terminating the
+  remaining tasks (records already measured stay in the database).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import select
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from yolograph.errors import BackendError
+
+DB_ENV_VAR = "YOLOGRAPH_TVM_TUNING_DB"
+SHIPPED_DIR = Path(__file__).resolve().parents[2] / "data" / "tuning"
+BUILD_TIMEOUT_S = 60.0
+RUN_TIMEOUT_S = 30.0
+
+
+def default_database_dir() -> Path:
+    """`$YOLOGRAPH_TVM_TUNING_DB`, else ~/.cache/yolograph/tvm-tuning."""
+    override = os.environ.get(DB_ENV_VAR)
+    if override:
+        return Path(override)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "yolograph" / "tvm-tuning"
+
+
+def target_key(target) -> str:
+    """A folder name for a target: records are only valid for the CPU/GPU they were tuned on."""
+    kind = target.kind.name
+    attrs = dict(target.attrs)
+    chip = attrs.get("mcpu") or attrs.get("arch") or "generic"
+    extra = {k: str(attrs[k]) for k in ("mattr", "mtriple") if k in attrs and attrs[k] and "conda" not in str(attrs[k])}
+    suffix = "-" + hashlib.sha1(json.dumps(extra, sort_keys=True).encode()).hexdigest()[:8] if extra else ""
+    return f"{kind}-{chip}{suffix}"
+
+
+def database_dirs(db_dir: Path | None, target) -> list[Path]:
+    """The user's database folder for `target`, then the shipped one (if present)."""
+    key = target_key(target)
+    dirs = []
+    if db_dir is not None:
+        dirs.append(Path(db_dir) / key)
+    shipped = SHIPPED_DIR / key
+    if shipped.is_dir():
+        dirs.append(shipped)
+    return dirs
+
+
+def open_database(db_dir: Path | None, target, *, create: bool):
+    """A MetaSchedule database over the user's folder (created if `create`) and shipped records."""
+    from tvm.s_tir import meta_schedule as ms
+
+    databases = []
+    for index, path in enumerate(database_dirs(db_dir, target)):
+        primary = index == 0 and db_dir is not None
+        if primary and create:
+            path.mkdir(parents=True, exist_ok=True)
+        if (path / "database_workload.json").exists() or (primary and create):
+            databases.append(ms.database.JSONDatabase(work_dir=str(path), allow_missing=primary and create))
+    if not databases:
+        return ms.database.MemoryDatabase()
+    if len(databases) == 1:
+        return databases[0]
+    return ms.database.UnionDatabase(*databases)
+
+
+def fused_module(mod, target):
+    """The module as compile_relax sees it before applying the database (same workload keys)."""
+    import tvm
+    from tvm import relax
+    from tvm.relax import pipeline
+
+    try:
+        dispatch = pipeline.library_dispatch_passes(target)
+    except (ValueError, AttributeError):
+        dispatch = []
+    with target, tvm.transform.PassContext(opt_level=3):
+        return tvm.transform.Sequential([
+            *dispatch,
+            relax.transform.LegalizeOps(),
+            relax.transform.AnnotateTIROpPattern(),
+            relax.transform.FoldConstant(),
+            relax.transform.FuseOps(),
+            relax.transform.FuseTIR(),
+        ])(mod)
+
+
+def extract_tasks(mod, target) -> list:
+    from tvm.s_tir import meta_schedule as ms
+
+    return list(ms.relax_integration.extract_tasks(fused_module(mod, target), target))
+
+
+@dataclass(frozen=True)
+class Coverage:
+    total: int
+    tuned: int
+
+
+def coverage(mod, target, db_dir: Path | None) -> Coverage:
+    """How many of the module's kernels have a tuning record for `target`."""
+    tasks = extract_tasks(mod, target)
+    database = open_database(db_dir, target, create=False)
+    return Coverage(len(tasks), sum(1 for t in tasks if _has_record(database, t, target)))
+
+
+def _has_record(database, task, target) -> bool:
+    mod = task.dispatched[0]
+    if not database.has_workload(mod):
+        return False
+    return database.query_tuning_record(mod, target, task.task_name) is not None
+
+
+@dataclass
+class TuneReport:
+    database: str
+    tasks_total: int
+    tasks_already_tuned: int
+    tasks_tuned_now: int = 0
+    trials_run: int = 0
+    failed_trials: int = 0
+    seconds: float = 0.0
+    stopped_by_budget: bool = False
+    cost_model: str = ""
+    best_gflops: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check_serialization() -> None:
+    """Fail clearly if tvm.ir.save_json crashes on dtype-carrying objects (apache-tvm-ffi 0.1.15).
+
+    Runs the probe in a forked child: the bug is a segfault, which would kill the caller.
+    """
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 1
+        try:
+            import tvm
+            from tvm import tirx
+
+            tvm.ir.save_json(tirx.decl_buffer((2, 2), "float32"))
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if status != 0:
+        try:
+            from importlib.metadata import version
+
+            ffi = version("apache-tvm-ffi")
+        except Exception:  # noqa: BLE001
+            ffi = "unknown"
+        raise BackendError(f"tvm.ir.save_json crashes with apache-tvm-ffi {ffi}, so MetaSchedule cannot save "
+                           "records; pip install 'apache-tvm-ffi==0.1.14.post1' (pinned in yolograph[tvm]).")
+
+
+def parse_rpc(text: str):
+    """'host:port:key' -> RPCConfig for a TVM RPC tracker."""
+    from tvm.s_tir.meta_schedule.runner import RPCConfig
+
+    parts = text.split(":")
+    if len(parts) != 3 or not parts[1].isdigit() or not parts[0] or not parts[2]:
+        raise BackendError(f"--rpc {text!r} is not tracker_host:port:device_key (e.g. 127.0.0.1:9190:x86).")
+    return RPCConfig(tracker_host=parts[0], tracker_port=int(parts[1]), tracker_key=parts[2],
+                     session_timeout_sec=int(RUN_TIMEOUT_S) * 4)
+
+
+def make_runner(rpc: str | None, evaluator_config=None):
+    from tvm.s_tir import meta_schedule as ms
+
+    if evaluator_config is None:
+        evaluator_config = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=50,
+                                                     enable_cpu_cache_flush=False)
+    if rpc:
+        config = parse_rpc(rpc)
+        try:
+            servers = config.count_num_servers(allow_missing=False)
+        except Exception as exc:  # noqa: BLE001 - tracker connection errors
+            raise BackendError(f"Cannot reach the TVM RPC tracker at {config.tracker_host}:{config.tracker_port} "
+                               f"({exc}); start it with python -m tvm.exec.rpc_tracker.") from exc
+        if servers == 0:
+            raise BackendError(f"The RPC tracker has no free server with key {config.tracker_key!r}; start one with "
+                               f"python -m tvm.exec.rpc_server --tracker=HOST:PORT --key={config.tracker_key}.")
+        return ms.runner.RPCRunner(config, evaluator_config, max_workers=servers)
+    return ms.runner.LocalRunner(timeout_sec=RUN_TIMEOUT_S, evaluator_config=evaluator_config)
+
+
+def _cost_model_kind() -> str:
+    """XGBoost when installed (much better search); else MetaSchedule's random model."""
+    try:
+        import xgboost  # noqa: F401
+    except ImportError:
+        return "random"
+    return "xgb"
+
+
+def tune(mod, target, db_dir: Path, *, trials: int = 0, seconds: float | None = None, rpc: str | None = None,
+         num_trials_per_iter: int | None = None, strategy: str = "evolutionary", seed: int = 0) -> TuneReport:
+    """Tune every kernel of `mod` that has no record yet; records go to `db_dir` as they are measured."""
+    from tvm.s_tir import meta_schedule as ms
+
+    check_serialization()
+    database = open_database(db_dir, target, create=True)
+    primary_dir = database_dirs(db_dir, target)[0]
+    tasks = extract_tasks(mod, target)
+    todo = [t for t in tasks if not _has_record(database, t, target)]
+    report = TuneReport(str(primary_dir), len(tasks), len(tasks) - len(todo), cost_model=_cost_model_kind())
+    if not todo:
+        _say(f"tune: all {len(tasks)} kernels already have records in {primary_dir}; nothing to tune")
+        return report
+    if not trials:
+        trials = 10**9  # time budget only: the monitor stops tuning
+    per_iter = num_trials_per_iter or max(2, min(64, trials // len(todo)))
+    primary = database if not isinstance(database, ms.database.UnionDatabase) else \
+        ms.database.JSONDatabase(work_dir=str(primary_dir), allow_missing=True)
+    cores = int(target.attrs.get("num-cores", os.cpu_count() or 1)) if target.kind.name == "llvm" else (os.cpu_count() or 1)
+    builder = ForkBuilder(max_workers=max(1, min(cores, os.cpu_count() or 1)), timeout_sec=BUILD_TIMEOUT_S)
+    runner = make_runner(rpc)
+    monitor = TuningMonitor(total_trials=trials if trials < 10**9 else None, seconds=seconds,
+                            task_names=[t.task_name for t in todo])
+    _say(f"tune: {len(todo)} of {len(tasks)} kernels to tune for {target_key(target)}"
+         f" ({'%d trials' % trials if trials < 10**9 else ''}{' ' if trials < 10**9 and seconds else ''}"
+         f"{'%.0f s budget' % seconds if seconds else ''}; records -> {primary_dir}; cost model {report.cost_model})")
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="yolograph-ms-") as work_dir:
+        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+            todo, work_dir, strategy=strategy, num_threads=cores, seed=seed)
+        try:
+            ms.tune.tune_tasks(
+                tasks=contexts, task_weights=weights, work_dir=work_dir,
+                max_trials_global=trials, max_trials_per_task=trials, num_trials_per_iter=per_iter,
+                builder=builder, runner=runner, database=primary, cost_model=report.cost_model,
+                measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), monitor],
+                task_scheduler="gradient",
+            )
+        except KeyboardInterrupt:
+            _say(f"\ntune: interrupted; {monitor.trials} measured trials are kept in {primary_dir}")
+            raise
+        finally:
+            monitor.finish()
+    report.seconds = round(time.perf_counter() - start, 1)
+    report.trials_run = monitor.trials
+    report.failed_trials = monitor.failures
+    report.stopped_by_budget = monitor.stopped
+    report.best_gflops = {k: round(v, 2) for k, v in monitor.best_gflops.items()}
+    reopened = open_database(db_dir, target, create=False)
+    report.tasks_tuned_now = sum(1 for t in todo if _has_record(reopened, t, target))
+    _say(f"tune: {report.trials_run} trials in {report.seconds:.0f} s; {report.tasks_tuned_now} of {len(todo)} "
+         f"kernels got records ({report.failed_trials} failed candidates)")
+    return report
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# -- builder and monitor (TVM objects: created lazily so importing this module needs no TVM) ----------
+
+
+def _define_classes():
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
+    from tvm.s_tir.meta_schedule.builder.local_builder import default_build, default_export
+    from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
+
+    @derived_object
+    class ForkBuilder(PyBuilder):
+        """Builds each candidate in os.fork() of this process (TVM already loaded), with a timeout."""
+
+        def __init__(self, max_workers: int = 1, timeout_sec: float = BUILD_TIMEOUT_S) -> None:
+            super().__init__()
+            self.max_workers = max_workers
+            self.timeout_sec = timeout_sec
+
+        def build(self, build_inputs):
+            results: list[Any] = [None] * len(build_inputs)
+            pending = list(enumerate(build_inputs))
+            running: dict[int, tuple[int, int, float]] = {}  # index -> (pid, read fd, start)
+            while pending or running:
+                while pending and len(running) < self.max_workers:
+                    index, item = pending.pop(0)
+                    running[index] = _fork_build(item)
+                for index, (pid, fd, started) in list(running.items()):
+                    done, status = os.waitpid(pid, os.WNOHANG)
+                    if done:
+                        results[index] = _collect(fd, status)
+                        del running[index]
+                    elif time.monotonic() - started > self.timeout_sec:
+                        os.kill(pid, signal.SIGKILL)
+                        os.waitpid(pid, 0)
+                        os.close(fd)
+                        results[index] = BuilderResult(None, f"ForkBuilder: timeout, killed after {self.timeout_sec:.0f} s")
+                        del running[index]
+                if running:
+                    select.select([fd for _, fd, _ in running.values()], [], [], 0.05)
+            return results
+
+    def _fork_build(item) -> tuple[int, int, float]:
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child: build, export, report the path; never return into the parent's code
+            os.close(read_fd)
+            message = b""
+            try:
+                rt_mod = default_build(item.mod, item.target, None)
+                message = b"OK" + default_export(rt_mod).encode()
+            except BaseException as exc:  # noqa: BLE001 - report any build error as text
+                message = b"ER" + f"{type(exc).__name__}: {exc}".encode(errors="replace")[:4000]
+            finally:
+                try:
+                    os.write(write_fd, message)
+                finally:
+                    os._exit(0)
+        os.close(write_fd)
+        return pid, read_fd, time.monotonic()
+
+    def _collect(fd: int, status: int):
+        chunks = []
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(fd)
+        data = b"".join(chunks)
+        if data.startswith(b"OK"):
+            return BuilderResult(data[2:].decode(), None)
+        if data.startswith(b"ER"):
+            return BuilderResult(None, "ForkBuilder: " + data[2:].decode(errors="replace"))
+        return BuilderResult(None, f"ForkBuilder: build process died (wait status {status})")
+
+    @derived_object
+    class TuningMonitor(PyMeasureCallback):
+        """Progress on stderr, per-task best GFLOP/s, and the --tune-seconds budget."""
+
+        def __init__(self, total_trials: int | None, seconds: float | None, task_names: list[str]) -> None:
+            super().__init__()
+            self.total_trials = total_trials
+            self.seconds = seconds
+            self.task_names = task_names
+            self.start = time.perf_counter()
+            self.trials = 0
+            self.failures = 0
+            self.stopped = False
+            self.best_gflops: dict[str, float] = {}
+            self.shown = False
+
+        def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+            name = self.task_names[task_id]
+            flop = _task_flop(task_scheduler, task_id)
+            for build, run in zip(builder_results, runner_results):
+                self.trials += 1
+                if build.error_msg or run.error_msg or not run.run_secs:
+                    self.failures += 1
+                    continue
+                secs = sum(float(s) for s in run.run_secs) / len(run.run_secs)
+                if flop and secs > 0:
+                    self.best_gflops[name] = max(self.best_gflops.get(name, 0.0), flop / secs / 1e9)
+            elapsed = time.perf_counter() - self.start
+            of = f"/{self.total_trials}" if self.total_trials else ""
+            budget = f" of {self.seconds:.0f}" if self.seconds else ""
+            best = f", best {self.best_gflops[name]:.1f} GFLOP/s" if name in self.best_gflops else ""
+            line = (f"tune: {self.trials}{of} trials, {self.failures} failed, {elapsed:.0f}{budget} s; "
+                    f"task {task_id + 1}/{len(self.task_names)} {name[:40]}{best}")
+            from yolograph.progress import enabled
+
+            if enabled():
+                sys.stderr.write("\r" + line.ljust(110))
+                sys.stderr.flush()
+                self.shown = True
+            if self.seconds is not None and elapsed >= self.seconds and not self.stopped:
+                self.stopped = True
+                for index in range(len(self.task_names)):
+                    task_scheduler.terminate_task(index)
+
+        def finish(self) -> None:
+            if self.shown:
+                sys.stderr.write("\n")
+                self.shown = False
+
+    return ForkBuilder, TuningMonitor
+
+
+def _task_flop(task_scheduler, task_id: int) -> float | None:
+    try:
+        return float(task_scheduler.tasks_[task_id].flop)
+    except Exception:  # noqa: BLE001 - statistics only
+        return None
+
+
+_CLASSES: tuple | None = None
+
+
+def _classes():
+    global _CLASSES
+    if _CLASSES is None:
+        _CLASSES = _define_classes()
+    return _CLASSES
+
+
+def ForkBuilder(**kwargs):  # noqa: N802 - behaves like the class
+    return _classes()[0](**kwargs)
+
+
+def TuningMonitor(**kwargs):  # noqa: N802
+    return _classes()[1](**kwargs)
