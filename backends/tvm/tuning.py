@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import select
 import signal
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -175,34 +175,17 @@ def check_serialization() -> None:
                            "records; pip install 'apache-tvm-ffi==0.1.14.post1' (pinned in yolograph[tvm]).")
 
 
-def parse_rpc(text: str):
-    """'host:port:key' -> RPCConfig for a TVM RPC tracker."""
-    from tvm.s_tir.meta_schedule.runner import RPCConfig
-
-    parts = text.split(":")
-    if len(parts) != 3 or not parts[1].isdigit() or not parts[0] or not parts[2]:
-        raise BackendError(f"--rpc {text!r} is not tracker_host:port:device_key (e.g. 127.0.0.1:9190:x86).")
-    return RPCConfig(tracker_host=parts[0], tracker_port=int(parts[1]), tracker_key=parts[2],
-                     session_timeout_sec=int(RUN_TIMEOUT_S) * 4)
-
-
 def make_runner(rpc: str | None, evaluator_config=None):
+    """LocalRunner (this machine) or an RPCRunner through TVM's tracker ('host:port:key')."""
     from tvm.s_tir import meta_schedule as ms
 
     if evaluator_config is None:
         evaluator_config = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=50,
                                                      enable_cpu_cache_flush=False)
     if rpc:
-        config = parse_rpc(rpc)
-        try:
-            servers = config.count_num_servers(allow_missing=False)
-        except Exception as exc:  # noqa: BLE001 - tracker connection errors
-            raise BackendError(f"Cannot reach the TVM RPC tracker at {config.tracker_host}:{config.tracker_port} "
-                               f"({exc}); start it with python -m tvm.exec.rpc_tracker.") from exc
-        if servers == 0:
-            raise BackendError(f"The RPC tracker has no free server with key {config.tracker_key!r}; start one with "
-                               f"python -m tvm.exec.rpc_server --tracker=HOST:PORT --key={config.tracker_key}.")
-        return ms.runner.RPCRunner(config, evaluator_config, max_workers=servers)
+        from yolograph.backends.tvm.rpc import make_rpc_runner
+
+        return make_rpc_runner(rpc, evaluator_config)
     return ms.runner.LocalRunner(timeout_sec=RUN_TIMEOUT_S, evaluator_config=evaluator_config)
 
 
@@ -243,22 +226,24 @@ def tune(mod, target, db_dir: Path, *, trials: int = 0, seconds: float | None = 
          f" ({'%d trials' % trials if trials < 10**9 else ''}{' ' if trials < 10**9 and seconds else ''}"
          f"{'%.0f s budget' % seconds if seconds else ''}; records -> {primary_dir}; cost model {report.cost_model})")
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="yolograph-ms-") as work_dir:
-        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-            todo, work_dir, strategy=strategy, num_threads=cores, seed=seed)
-        try:
-            ms.tune.tune_tasks(
-                tasks=contexts, task_weights=weights, work_dir=work_dir,
-                max_trials_global=trials, max_trials_per_task=trials, num_trials_per_iter=per_iter,
-                builder=builder, runner=runner, database=primary, cost_model=report.cost_model,
-                measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), monitor],
-                task_scheduler="gradient",
-            )
-        except KeyboardInterrupt:
-            _say(f"\ntune: interrupted; {monitor.trials} measured trials are kept in {primary_dir}")
-            raise
-        finally:
-            monitor.finish()
+    # MetaSchedule logs every round at INFO on the console; keep that in the log files only.
+    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
+    work_dir = str(primary_dir)  # MetaSchedule writes its logs under <work_dir>/logs
+    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+        todo, work_dir, strategy=_search_strategy(strategy, report.cost_model), num_threads=cores, seed=seed)
+    try:
+        ms.tune.tune_tasks(
+            tasks=contexts, task_weights=weights, work_dir=work_dir,
+            max_trials_global=trials, max_trials_per_task=trials, num_trials_per_iter=per_iter,
+            builder=builder, runner=runner, database=primary, cost_model=report.cost_model,
+            measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), monitor],
+            task_scheduler="gradient",
+        )
+    except KeyboardInterrupt:
+        _say(f"\ntune: interrupted; {monitor.trials} measured trials are kept in {primary_dir}")
+        raise
+    finally:
+        monitor.finish()
     report.seconds = round(time.perf_counter() - start, 1)
     report.trials_run = monitor.trials
     report.failed_trials = monitor.failures
@@ -269,6 +254,20 @@ def tune(mod, target, db_dir: Path, *, trials: int = 0, seconds: float | None = 
     _say(f"tune: {report.trials_run} trials in {report.seconds:.0f} s; {report.tasks_tuned_now} of {len(todo)} "
          f"kernels got records ({report.failed_trials} failed candidates)")
     return report
+
+
+def _search_strategy(kind: str, cost_model: str):
+    """Evolutionary search; with the random cost model its big population only costs time.
+
+    The population is scored by the cost model before anything is measured. A random model
+    cannot rank it, so 512 candidates x 4 generations (~45 s per round on 2 busy cores) buy
+    nothing over 128 x 2; mutation of the best measured schedules still drives the search.
+    """
+    from tvm.s_tir import meta_schedule as ms
+
+    if kind != "evolutionary" or cost_model != "random":
+        return kind
+    return ms.search_strategy.EvolutionarySearch(population_size=128, init_min_unmeasured=32, genetic_num_iters=2)
 
 
 def _say(message: str) -> None:
