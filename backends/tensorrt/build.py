@@ -18,7 +18,7 @@ from typing import Any
 from yolograph.backends.tensorrt.batch import check_batch_dynamic, make_batch_dynamic
 from yolograph.backends.tensorrt.inspector import int8_report, parse_engine_information
 from yolograph.backends.tensorrt.readiness import check_readiness
-from yolograph.backends.tensorrt.runtime import check, compute_capability, device_name, require_gpu
+from yolograph.backends.tensorrt.runtime import attach_context, check, compute_capability, device_name, require_gpu
 from yolograph.backends.tensorrt.settings import BuildPlan, BuildSettings, plan_build
 from yolograph.backends.tensorrt.sidecar import EngineSidecar, TensorSpec, sha256_file, write_sidecar
 from yolograph.errors import BackendError
@@ -157,7 +157,7 @@ def _engine_information(trt: Any, cudart: Any, engine_bytes: bytes, plan: BuildP
             context.set_input_shape(shape.input, shape.opt)
         check(cudart, cudart.cudaStreamSynchronize(stream))
         check(cudart, cudart.cudaStreamDestroy(stream))
-    inspector.execution_context = context
+    attach_context(inspector, context)
     return inspector.get_engine_information(trt.LayerInformationFormat.JSON)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from yolograph.backends.benchmark import LatencyStats, measure
-from yolograph.backends.tensorrt.runtime import check, require_gpu
+from yolograph.backends.tensorrt.runtime import attach_context, check, require_gpu
 from yolograph.backends.tensorrt.sidecar import EngineSidecar, read_sidecar
 from yolograph.errors import BackendError, DataError
 
@@ -143,7 +143,7 @@ class TrtRunner:
     def engine_information(self) -> str:
         """The engine inspector's JSON for this engine (DETAILED: per-layer precision and tactic)."""
         inspector = self.engine.create_engine_inspector()
-        inspector.execution_context = self._bindings(self.batch_sizes[0]).context
+        attach_context(inspector, self._bindings(self.batch_sizes[0]).context)
         return inspector.get_engine_information(self.trt.LayerInformationFormat.JSON)
 
     def _execute(self, bound: _Bindings) -> None:

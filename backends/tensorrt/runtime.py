@@ -63,6 +63,17 @@ def require_gpu() -> tuple[Any, Any]:
     return import_tensorrt(), import_cudart()
 
 
+def attach_context(inspector: Any, context: Any) -> None:
+    """Point an EngineInspector at an execution context, so dynamic shapes print concrete formats.
+
+    The Python property is `execution_context` in current TensorRT 10 docs and `context` in older ones.
+    """
+    for name in ("execution_context", "context"):
+        if hasattr(inspector, name):
+            setattr(inspector, name, context)
+            return
+
+
 def device_name(cudart: Any, device: int = 0) -> str:
     props = check(cudart, cudart.cudaGetDeviceProperties(device))
     name = props.name
