@@ -186,6 +186,12 @@ def test_dequantize_not_adjacent_to_conv():
     assert "Reshape" in found[0].message
 
 
+def test_uncalibrated_placeholder_scales():
+    model = _qdq_conv_model()
+    model.metadata["yolograph.qdq_uncalibrated"] = "1"  # what insert-qdq sets until calibrate runs
+    assert _only(model) == {("error", "uncalibrated", "(model)")}
+
+
 def test_opset_below_13():
     model = make_model([helper.make_node("Relu", ["x"], ["y"], name="relu")],
                        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],

@@ -4,7 +4,7 @@ Pure graph analysis on CPU (no TensorRT, no GPU). TensorRT's explicit quantizati
 ONNX Q/DQ graph may break while still being valid ONNX; each broken rule becomes a `Finding`:
 
 - `error`: TensorRT will refuse the graph, or silently compute something other than the graph says
-  (opset < 13, an op TensorRT lacks, unsigned or asymmetric INT8, int32 bias dequantization,
+  (uncalibrated placeholder scales, opset < 13, an op TensorRT lacks, unsigned or asymmetric INT8, int32 bias dequantization,
   per-channel activations, a per-channel weight scale on the wrong axis, a Q not followed by DQ, a
   Q/DQ pair with different parameters, non-constant or non-positive scales, unsupported Resize).
 - `warning`: the engine builds but a Q/DQ pair cannot fuse where the graph intends it to, so that op
@@ -35,6 +35,7 @@ from yolograph.backends.tensorrt.trt_ops import (
 )
 from yolograph.ir.graph_view import constant_value, producer
 from yolograph.ir.model import Model
+from yolograph.pipeline.properties import UNCALIBRATED_KEY
 
 Q, DQ = "QuantizeLinear", "DequantizeLinear"
 WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
@@ -62,7 +63,7 @@ class Finding:
 def check_readiness(model: Model) -> list[Finding]:
     """Every TensorRT readiness finding of `model`, errors first; an empty list means ready."""
     graph = model.graph
-    findings = [*_check_opset(model), *_check_ops(graph)]
+    findings = [*_check_opset(model), *_check_ops(graph), *_check_calibrated(model)]
     for node in graph.nodes:
         if node.op == Q or (node.op == DQ and not _from_quantize(node)):
             findings.extend(_check_quantizer(node))
@@ -105,6 +106,12 @@ def _check_opset(model: Model) -> Iterator[Finding]:
         yield Finding("error", MODEL, f"The model uses ONNX opset {model.opset}; TensorRT's explicit "
                       f"quantization needs opset {MIN_OPSET} or newer (per-channel Q/DQ): re-export with "
                       f"opset>={MIN_OPSET} or convert with onnx.version_converter.", "opset")
+
+
+def _check_calibrated(model: Model) -> Iterator[Finding]:
+    if model.metadata.get(UNCALIBRATED_KEY) == "1":
+        yield Finding("error", MODEL, "the Q/DQ activation scales are placeholders (insert-qdq ran, calibrate did "
+                      "not); run calibrate before building an INT8 engine.", "uncalibrated")
 
 
 def _check_ops(graph: gs.Graph) -> Iterator[Finding]:
