@@ -170,7 +170,7 @@ class PassManager:
 def _establishing_hint(prop: str) -> str:
     from yolograph.pipeline.passes import registered_passes
 
-    makers = [name for name, cls in registered_passes().items() if prop in cls.establishes]
+    makers = [name for name, cls in registered_passes().items() if prop in _default_establishes(cls)]
     if makers:
         return f"add {' or '.join(repr(m) for m in makers)} before it."
     return "use a model that has them."
@@ -179,3 +179,14 @@ def _establishing_hint(prop: str) -> str:
 def run_pipeline(model: Model, pipeline: str | Sequence[Pass], **options: Any) -> tuple[Model, PipelineReport]:
     """Parse and run a pipeline on a copy of `model` (see PassManager for the options)."""
     return PassManager(pipeline, **options).run(model)
+
+
+def _default_establishes(cls: type[Pass]) -> frozenset[str]:
+    """A pass class's `establishes`; a @property (option-dependent) is read off a default instance."""
+    value = cls.establishes
+    if isinstance(value, property):
+        try:
+            value = cls().establishes
+        except Exception:  # a pass whose defaults cannot be instantiated names nothing here
+            return frozenset()
+    return frozenset(value)

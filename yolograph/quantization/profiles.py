@@ -1,0 +1,100 @@
+"""Target profiles: the data that decides where Q/DQ goes and how tensors are quantized.
+
+A profile is plain data read by `placement.plan_qdq`, so a new backend is a new table entry, not new
+graph code. The three built-in profiles:
+
+- ``ort-cpu``: U8 asymmetric activations, S8 symmetric per-channel weights (axis 0), Q/DQ around every
+  quantizable op (Conv, SiLU's Sigmoid and Mul, Add, Concat, MaxPool, Resize, Split) so ONNX Runtime's QDQ
+  transformer turns them into QLinear* kernels and keeps the tensors between convs in uint8. Ops that
+  only move data (MaxPool, Resize, Split) share one scale between input and outputs, as ORT needs to
+  drop their Q/DQ. Biases become int32 with scale = input scale x weight scale (what QLinearConv takes).
+- ``trt``: TensorRT explicit quantization. S8 symmetric activations (zero point 0), per-channel weights
+  on axis 0, Q/DQ only on Conv inputs, the residual-Add rule (the Add input produced by a Conv (+SiLU)
+  fuses into that Conv's epilogue and gets no Q/DQ; the other input does), and data-movement ops
+  (MaxPool, Resize, Split, Concat) kept in the quantized domain: their inputs and outputs share one scale,
+  so TensorRT never requantizes. Biases stay float (TensorRT quantizes them itself).
+- ``tvm``: what the TVM backend can lower to integer kernels; until it lowers more, the same rules as
+  ``ort-cpu``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from yolograph.errors import PipelineError
+
+# Ops through which values pass unchanged (or are only selected): no requantization is needed.
+DATA_MOVEMENT_OPS = frozenset({"MaxPool", "Resize", "Split", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten"})
+
+
+@dataclass(frozen=True)
+class QdqProfile:
+    """How one target wants a model quantized (see the module docstring)."""
+
+    name: str
+    activation_signed: bool  # int8 (True) or uint8 (False) activations
+    activation_symmetric: bool  # zero point fixed at 0
+    # Ops whose float activation inputs get Q/DQ.
+    input_ops: frozenset[str]
+    # Ops whose outputs get Q/DQ (so the backend can fuse a quantized op with a Q after it).
+    output_ops: frozenset[str]
+    # Ops whose inputs and outputs share one scale (no requantization inside them).
+    shared_scale_ops: frozenset[str]
+    # Concat inputs and output share one scale (TensorRT) instead of being requantized (ORT QLinearConcat).
+    concat_shared_scale: bool = False
+    # Inputs of data-movement/concat ops are quantized when their output is (TensorRT's propagation).
+    propagate_through_shared: bool = False
+    residual_add_rule: bool = False
+    quantize_bias: bool = True  # int32 bias with scale in_scale*w_scale (ORT QLinearConv); TensorRT: float
+    weight_axis: int = 0
+    weight_bits: int = 8
+    weight_narrow_range: bool = True  # symmetric weights in [-127, 127]
+
+    @property
+    def activation_qmin(self) -> int:
+        return -128 if self.activation_signed else 0
+
+    @property
+    def activation_qmax(self) -> int:
+        return 127 if self.activation_signed else 255
+
+    @property
+    def weight_qmax(self) -> int:
+        return 2 ** (self.weight_bits - 1) - 1
+
+    @property
+    def quantized_ops(self) -> frozenset[str]:
+        return self.input_ops | self.output_ops | self.shared_scale_ops
+
+
+_ORT_OPS = frozenset({"Conv", "Sigmoid", "Mul", "Add", "Concat", "MaxPool", "Resize", "Split"})
+
+PROFILES: dict[str, QdqProfile] = {
+    "ort-cpu": QdqProfile(
+        name="ort-cpu",
+        activation_signed=False,
+        activation_symmetric=False,
+        input_ops=_ORT_OPS,
+        output_ops=_ORT_OPS,
+        shared_scale_ops=frozenset({"MaxPool", "Resize", "Split"}),
+    ),
+    "trt": QdqProfile(
+        name="trt",
+        activation_signed=True,
+        activation_symmetric=True,
+        input_ops=frozenset({"Conv"}),
+        output_ops=frozenset(),
+        shared_scale_ops=frozenset({"MaxPool", "Resize", "Split", "Concat"}),
+        concat_shared_scale=True,
+        propagate_through_shared=True,
+        residual_add_rule=True,
+        quantize_bias=False,
+    ),
+}
+PROFILES["tvm"] = replace(PROFILES["ort-cpu"], name="tvm")
+
+
+def get_profile(name: str) -> QdqProfile:
+    if name not in PROFILES:
+        raise PipelineError(f"Unknown quantization profile {name!r}; use one of {', '.join(PROFILES)}.")
+    return PROFILES[name]
