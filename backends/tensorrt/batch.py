@@ -38,6 +38,7 @@ def make_batch_dynamic(model: Model) -> onnx.ModelProto:
     for node in graph.nodes:
         if node.op == "Reshape":
             _make_reshape_batch_relative(model, node, batch)
+    graph.cleanup()  # the replaced shape constants
     boundary = {id(t) for t in (*graph.inputs, *graph.outputs)}
     for tensor in graph.tensors().values():
         if isinstance(tensor, gs.Variable) and id(tensor) not in boundary:
