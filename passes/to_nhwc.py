@@ -59,6 +59,9 @@ class ToNhwcOptions:
     internal: bool = True  # layout-agnostic ops run in NHWC
     input: Literal["float", "uint8"] = "float"  # uint8: raw 0-255 pixels, /255 done in the graph
     channels: Literal["rgb", "bgr"] = "rgb"  # bgr: the graph flips BGR frames to RGB
+    # Extra op types kept in NCHW and wrapped like Conv. TVM's Relax ONNX importer reads every Resize
+    # as NCHW (it takes the sizes of axes 2 and 3), so a model for TVM needs nchw_ops=Resize.
+    nchw_ops: tuple[str, ...] = ()
 
 
 @register_pass("to-nhwc")
@@ -75,8 +78,9 @@ class ToNhwc(Pass):
     def run(self, model: Model) -> PassResult:
         options = self.options
         _check(model, options)
-        before = transpose_census(model.graph)
-        propagation = LayoutPropagation(model, internal=options.internal)
+        extra = frozenset(options.nchw_ops)
+        before = transpose_census(model.graph, extra)
+        propagation = LayoutPropagation(model, internal=options.internal, nchw_ops=extra)
         images = _image_inputs(model) if options.io else []
         stored = [propagation.set_input_layout(t, NCHW_TO_NHWC, preferred=options.internal) for t in images]
         stats = propagation.run()
@@ -84,7 +88,7 @@ class ToNhwc(Pass):
             _insert_preprocessing(model.graph, tensor, options)
         model.graph.cleanup(remove_unused_graph_inputs=False)
         model.graph.toposort()
-        after = transpose_census(model.graph)
+        after = transpose_census(model.graph, extra)
         _write_metadata(model, options)
         # A naive conversion wraps every NCHW op as T(NCHW) -> [T(NHWC) -> op -> T(NCHW)] -> T(NHWC)
         # and transposes each converted input; the optimizer's job is to remove what is not needed.

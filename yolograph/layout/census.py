@@ -30,29 +30,31 @@ class TransposeCensus:
         return asdict(self)
 
 
-def transpose_census(graph: gs.Graph) -> TransposeCensus:
+def transpose_census(graph: gs.Graph, extra_nchw_ops: frozenset[str] = frozenset()) -> TransposeCensus:
+    """Classify every Transpose; `extra_nchw_ops` are op types the conversion kept NCHW on purpose."""
+    nchw_ops = NCHW_OPS | extra_nchw_ops
     transposes = [n for n in graph.nodes if n.op == "Transpose"]
     around = io = 0
     elsewhere: list[str] = []
     for node in transposes:
-        if _reads_nchw_op(node) or _feeds_only_nchw_ops(node):
+        if _reads_nchw_op(node, nchw_ops) or _feeds_only_nchw_ops(node, nchw_ops):
             around += 1
-        elif _touches_io(graph, node):
+        elif _touches_io(graph, node, nchw_ops):
             io += 1
         else:
             elsewhere.append(node.name)
-    nchw = sum(1 for n in graph.nodes if n.op in NCHW_OPS)
+    nchw = sum(1 for n in graph.nodes if n.op in nchw_ops)
     return TransposeCensus(len(transposes), around, io, len(elsewhere), nchw, tuple(elsewhere))
 
 
-def _reads_nchw_op(node: gs.Node) -> bool:
+def _reads_nchw_op(node: gs.Node, nchw_ops: frozenset[str]) -> bool:
     producer = _producer(node.inputs[0])
     while producer is not None and producer.op in QDQ_OPS:
         producer = _producer(producer.inputs[0])
-    return producer is not None and producer.op in NCHW_OPS
+    return producer is not None and producer.op in nchw_ops
 
 
-def _feeds_only_nchw_ops(node: gs.Node) -> bool:
+def _feeds_only_nchw_ops(node: gs.Node, nchw_ops: frozenset[str]) -> bool:
     def consumers_ok(tensor: gs.Tensor) -> bool:
         if not tensor.outputs:
             return False
@@ -60,18 +62,19 @@ def _feeds_only_nchw_ops(node: gs.Node) -> bool:
             if consumer.op in QDQ_OPS:
                 if not consumers_ok(consumer.outputs[0]):
                     return False
-            elif consumer.op not in NCHW_OPS or consumer.inputs[0] is not tensor:
+            elif consumer.op not in nchw_ops or consumer.inputs[0] is not tensor:
                 return False
         return True
 
     return consumers_ok(node.outputs[0])
 
 
-def _touches_io(graph: gs.Graph, node: gs.Node) -> bool:
-    return _reaches(node.inputs[0], graph.inputs, upward=True) or _reaches(node.outputs[0], graph.outputs, upward=False)
+def _touches_io(graph: gs.Graph, node: gs.Node, nchw_ops: frozenset[str]) -> bool:
+    return (_reaches(node.inputs[0], graph.inputs, nchw_ops, upward=True)
+            or _reaches(node.outputs[0], graph.outputs, nchw_ops, upward=False))
 
 
-def _reaches(start: gs.Tensor, ends: list[gs.Tensor], *, upward: bool) -> bool:
+def _reaches(start: gs.Tensor, ends: list[gs.Tensor], nchw_ops: frozenset[str], *, upward: bool) -> bool:
     """True when a graph input (upward) / output (downward) is reached with no NCHW op or Transpose on the way."""
     end_names = {t.name for t in ends}
     stack, seen, found = [start], set(), False
@@ -86,7 +89,7 @@ def _reaches(start: gs.Tensor, ends: list[gs.Tensor], *, upward: bool) -> bool:
                 continue
         nodes = tensor.inputs if upward else tensor.outputs
         for node in nodes:
-            if node.op in NCHW_OPS or node.op == "Transpose":
+            if node.op in nchw_ops or node.op == "Transpose":
                 return False
             stack.extend(t for t in (node.inputs if upward else node.outputs) if isinstance(t, gs.Variable))
     return found

@@ -88,10 +88,11 @@ class _Tensor:
 class LayoutPropagation:
     """One run of the propagation over a Model's graph (edits the graph in place)."""
 
-    def __init__(self, model: Model, *, internal: bool = True) -> None:
+    def __init__(self, model: Model, *, internal: bool = True, nchw_ops: frozenset[str] = frozenset()) -> None:
         self.model = model
         self.graph = model.graph
         self.internal = internal
+        self.nchw_ops = NCHW_OPS | nchw_ops  # extra ops kept NCHW, e.g. Resize for TVM's ONNX importer
         self.stats = PropagationStats()
         self.graph.toposort()
         self.nodes = list(self.graph.nodes)
@@ -143,7 +144,7 @@ class LayoutPropagation:
 
     def _visit(self, node: gs.Node) -> None:
         op = node.op
-        if op in NCHW_OPS:
+        if op in self.nchw_ops:
             self._visit_fixed(node, nhwc_output=self.internal)
         elif op in QDQ_OPS:
             self._visit_qdq(node)
@@ -207,7 +208,8 @@ class LayoutPropagation:
         if identity(rank) not in candidates:
             candidates.append(identity(rank))
         viable = [c for c in candidates if is_identity(c) or handler.accepts(self, node, c)]
-        layout = min(viable, key=lambda c: self._cost(node, data, c))
+        # Fewest transposed elements; on a tie keep the identity (change nothing without a reason).
+        layout = min(viable, key=lambda c: (self._cost(node, data, c), not is_identity(c)))
         if is_identity(layout):
             return False  # the fixed path handles identity
         outputs = handler.apply(self, node, layout)
@@ -221,8 +223,13 @@ class LayoutPropagation:
         cost = 0
         for tensor in data:
             record = self.tensors[id(tensor)]
-            if record.preferred != layout and layout not in record.versions:
-                cost += self._numel(tensor)
+            # Free: the preferred layout, a conversion already made, or one that moves no data. An NCHW
+            # op's raw output (native, not preferred) is not free: NHWC there is the point of the pass.
+            made = layout in record.versions and layout != record.native
+            equivalent = layout == record.native and self._is_reshape(tensor, record, record.preferred)
+            if layout == record.preferred or made or equivalent or self._is_reshape(tensor, record, layout):
+                continue
+            cost += self._numel(tensor)
         if not is_identity(layout):
             cost += sum(self._numel(t) for t in node.outputs if t in self.graph.outputs)
         return cost
@@ -252,7 +259,7 @@ class LayoutPropagation:
         while True:
             producer = self.producer.get(id(source))
             if producer is None or producer.op not in QDQ_OPS:
-                return producer is None or producer.op not in NCHW_OPS
+                return producer is None or producer.op not in self.nchw_ops
             source = self.logical_inputs[id(producer)][0]
 
     def _clone_qdq(self, node: gs.Node, layout: Perm) -> gs.Tensor:
@@ -267,13 +274,19 @@ class LayoutPropagation:
         self.stats.qdq_cloned += 1
         return output
 
+    def _is_reshape(self, tensor: gs.Tensor, record: _Tensor, layout: Perm) -> bool:
+        """Converting `tensor` from its native layout to `layout` moves no data (only length-1 axes move)."""
+        shape = self.shapes.get(id(tensor))
+        return shape is not None and layout != record.native and len(layout) == len(shape) and \
+            moves_only_unit_axes(conversion(record.native, layout), stored_shape(shape, record.native))
+
     def _convert(self, tensor: gs.Tensor, record: _Tensor, layout: Perm) -> gs.Tensor:
         source = record.versions[record.native]
         perm = conversion(record.native, layout)
         shape = self.shapes.get(id(tensor))
         output = self._variable(tensor, layout)
         name = self._unique_node(f"{tensor.name}/to_{_tag(layout)}")
-        if shape is not None and moves_only_unit_axes(perm, stored_shape(shape, record.native)):
+        if self._is_reshape(tensor, record, layout):
             target = gs.Constant(self._unique(f"{name}/shape"), np.array(stored_shape(shape, layout), dtype=np.int64))
             self.new_nodes.append(gs.Node("Reshape", name, inputs=[source, target], outputs=[output]))
             self.stats.reshapes_emitted += 1
