@@ -1,0 +1,275 @@
+"""to-nhwc: permutation algebra, equivalence (FP32, INT8, uint8 input), transpose placement, TVM absorb."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from graphs import make_model
+from yolograph.errors import PassError
+from yolograph.layout.census import transpose_census
+from yolograph.layout.perm import (
+    NCHW_TO_NHWC,
+    after_transpose,
+    conversion,
+    moves_only_unit_axes,
+    permute_constant,
+    reshape_layout,
+    stored_axis,
+)
+from yolograph.pipeline import run_pipeline
+from yolograph.pipeline.passes import get_pass
+
+# -- permutation algebra ----------------------------------------------------------------------------
+
+
+def test_conversion_and_transpose_absorption_agree_with_numpy():
+    rng = np.random.default_rng(0)
+    logical = rng.random((2, 3, 4, 5))
+    nhwc = np.transpose(logical, NCHW_TO_NHWC)
+    back = np.transpose(nhwc, conversion(NCHW_TO_NHWC, (0, 1, 2, 3)))
+    np.testing.assert_array_equal(back, logical)
+    # A logical Transpose of an NHWC-stored tensor is the same bytes in another layout.
+    perm = (0, 2, 1, 3)
+    layout = after_transpose(NCHW_TO_NHWC, perm)
+    np.testing.assert_array_equal(np.transpose(np.transpose(logical, perm), layout), nhwc)
+    assert stored_axis(NCHW_TO_NHWC, 1) == 3 and stored_axis(NCHW_TO_NHWC, -1) == 2
+
+
+def test_reshape_layout_for_the_yolo_head():
+    # Detect head: [1,144,80,80] NHWC-stored -> Reshape [1,144,6400] is [1,6400,144] stored.
+    assert reshape_layout((1, 144, 80, 80), (1, 144, 6400), NCHW_TO_NHWC) == (0, 2, 1)
+    # DFL: [1,64,8400] stored (0,2,1) -> [1,4,16,8400] stored [1,8400,4,16].
+    layout = reshape_layout((1, 64, 8400), (1, 4, 16, 8400), (0, 2, 1))
+    assert layout == (0, 3, 1, 2)
+    x = np.arange(64 * 6).reshape(1, 64, 6)
+    stored = np.transpose(x, (0, 2, 1)).reshape(1, 6, 4, 16)
+    np.testing.assert_array_equal(stored, np.transpose(x.reshape(1, 4, 16, 6), layout))
+    # A merge across the stored order cannot be expressed.
+    assert reshape_layout((1, 8, 4, 4), (1, 32, 4), NCHW_TO_NHWC) is None
+    # Length-1 axes go anywhere: [1,1,4,8400] NHWC -> [1,4,8400] plain.
+    assert reshape_layout((1, 1, 4, 8400), (1, 4, 8400), NCHW_TO_NHWC) == (0, 1, 2)
+
+
+def test_unit_axis_moves_and_constants():
+    assert moves_only_unit_axes((0, 2, 3, 1), (1, 1, 4, 8))
+    assert not moves_only_unit_axes((0, 2, 3, 1), (1, 3, 4, 8))
+    bias = np.arange(6, dtype=np.float32).reshape(1, 6, 1, 1)
+    assert permute_constant(bias, NCHW_TO_NHWC).shape == (1, 1, 1, 6)
+    assert permute_constant(np.arange(6).reshape(6, 1, 1), NCHW_TO_NHWC).shape == (1, 1, 1, 6)
+
+
+# -- a small graph exercising every handler -------------------------------------------------------
+
+
+def _handler_graph():
+    rng = np.random.default_rng(1)
+    weights = {
+        "w1": rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32),
+        "bias": rng.normal(0, 1, (1, 8, 1, 1)).astype(np.float32),
+        "starts": np.array([0], np.int64), "ends": np.array([6], np.int64), "axes": np.array([1], np.int64),
+        "scales": np.array([1, 1, 2, 2], np.float32), "split": np.array([2, 4], np.int64),
+        "shape": np.array([1, 6, -1], np.int64),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["c1", "bias"], ["a1"]),
+        helper.make_node("Sigmoid", ["a1"], ["s1"]),
+        helper.make_node("Mul", ["a1", "s1"], ["m1"]),
+        helper.make_node("Slice", ["m1", "starts", "ends", "axes"], ["sl"]),
+        helper.make_node("Softmax", ["sl"], ["sm"], axis=1),
+        helper.make_node("Resize", ["sm", "", "scales"], ["rs"], mode="nearest"),
+        helper.make_node("MaxPool", ["rs"], ["mp"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Split", ["mp", "split"], ["p0", "p1"], axis=1),
+        helper.make_node("Concat", ["p1", "p0"], ["cat"], axis=1),
+        helper.make_node("Identity", ["cat"], ["cat2"]),
+        helper.make_node("Reshape", ["cat2", "shape"], ["out"]),
+    ]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])]
+    outputs = [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 6, 256])]
+    return make_model(nodes, inputs, outputs, weights)
+
+
+def test_every_handler_is_numerically_equal_on_a_small_graph():
+    model = _handler_graph()
+    converted, report = run_pipeline(model, "to-nhwc", verify=True)
+    stats = report.records[0].stats
+    census = transpose_census(converted.graph)
+    assert census.elsewhere == 0, census.elsewhere_names
+    # Conv input comes straight from the NHWC input; MaxPool is wrapped; the output is restored once.
+    assert census.around_nchw_ops <= 2 * census.nchw_ops
+    assert stats["nhwc_ops"] >= 8
+    assert converted.inputs[0].shape == (1, 16, 16, 3)
+    assert converted.outputs[0].shape == (1, 6, 256)
+    ops = {n.op for n in converted.graph.nodes}
+    assert {"Slice", "Softmax", "Resize", "Split", "Concat"} <= ops
+
+
+def test_errors_are_typed():
+    model = _handler_graph()
+    converted, _ = run_pipeline(model, "to-nhwc")
+    with pytest.raises(PassError, match="already NHWC"):
+        run_pipeline(converted, "to-nhwc")
+    with pytest.raises(PassError, match="need io=true"):
+        run_pipeline(model, "to-nhwc{io=false,input=uint8}")
+    assert "nhwc" in get_pass("to-nhwc")().establishes
+    assert not get_pass("to-nhwc")(get_pass("to-nhwc").Options(internal=False)).establishes
+
+
+# -- the real yolov8n and the builder models ---------------------------------------------------------
+
+
+def _image_feeds(coco_dir, count=1):
+    from yolograph.evaluation.preprocess import letterbox, read_image
+
+    paths = sorted((coco_dir / "images" / "train2017").glob("*.jpg"))[:count]
+    return [letterbox(read_image(p), 640) for p in paths]
+
+
+def _assert_placement(census, io_allowed=1):
+    assert census.elsewhere == 0, census.elsewhere_names
+    assert census.io <= io_allowed
+    assert census.around_nchw_ops <= 2 * census.nchw_ops
+
+
+def test_real_yolov8n_fp32_equivalent_and_transposes_only_around_conv(yolov8n, coco_dir):
+    from yolograph.evaluation.preprocess import to_input_tensor
+
+    (frame, _), = _image_feeds(coco_dir)
+    image = to_input_tensor(frame)
+    converted, report = run_pipeline(yolov8n, "to-nhwc", verify=True, verify_inputs=[{"images": image}])
+    stats = report.records[0].stats
+    assert report.records[0].verified == "ok"
+    _assert_placement(transpose_census(converted.graph))
+    assert stats["transposes_after"] < stats["inserted"] and stats["removed"] > 0
+    assert converted.metadata["yolograph.layout"] == "NHWC"
+    assert converted.metadata["yolograph.input_layout"] == "NHWC"
+    assert converted.inputs[0].shape == (1, 640, 640, 3)
+    assert converted.outputs[0].name == "output0" and converted.outputs[0].shape == (1, 84, 8400)
+    # Every layout-agnostic activation op runs in NHWC: no SiLU Mul reads an NCHW tensor.
+    for node in converted.nodes_by_op("Sigmoid"):
+        producer = node.inputs[0].inputs[0]
+        assert producer.op != "Conv", f"{node.name} reads a Conv output directly in NCHW"
+
+
+def test_uint8_bgr_frame_equals_the_float_pipeline(yolov8n, coco_dir):
+    from yolograph.backends.ort import OrtOptions, OrtRunner
+    from yolograph.evaluation.preprocess import to_input_tensor
+
+    (frame, _), = _image_feeds(coco_dir)
+    converted, report = run_pipeline(yolov8n, "to-nhwc{input=uint8,channels=bgr}", verify=True)
+    assert converted.inputs[0].dtype == np.uint8 and converted.inputs[0].shape == (1, 640, 640, 3)
+    assert converted.metadata["yolograph.input_dtype"] == "uint8"
+    assert converted.metadata["yolograph.input_channels"] == "BGR"
+    _assert_placement(transpose_census(converted.graph), io_allowed=2)  # the uint8 input and the output
+    # The transpose moves uint8 pixels, before the Cast.
+    cast = converted.nodes_by_op("Cast")[0]
+    assert cast.inputs[0].inputs[0].op == "Transpose"
+    options = OrtOptions(threads=2)
+    reference = OrtRunner(yolov8n, options).predict(to_input_tensor(frame))
+    candidate = OrtRunner(converted, options).predict(frame[None])  # the letterboxed BGR frame, untouched
+    scale = np.abs(reference).max()
+    assert np.abs(reference - candidate).max() <= 1e-4 * scale
+
+
+@pytest.mark.parametrize("name", ["yolov8n", "yolov8s"])
+def test_builder_models_equivalent(name):
+    from yolograph.frontends import load_model
+
+    model = load_model(name)
+    converted, report = run_pipeline(model, "fold-bn,to-nhwc", verify=True)
+    assert report.records[-1].verified == "ok"
+    _assert_placement(transpose_census(converted.graph))
+
+
+def test_io_only_and_internal_only(yolov8n):
+    io_only, report = run_pipeline(yolov8n, "to-nhwc{internal=false}", verify=True)
+    census = transpose_census(io_only.graph)
+    assert census.total == 2  # the input transpose and the model's own DFL transpose
+    assert "yolograph.layout" not in io_only.metadata
+    internal_only, _ = run_pipeline(yolov8n, "to-nhwc{io=false}", verify=True)
+    assert internal_only.inputs[0].shape == (1, 3, 640, 640)
+    _assert_placement(transpose_census(internal_only.graph))
+
+
+# -- INT8 ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def int8_yolov8n(yolov8n, coco_dir, tmp_path_factory):
+    """yolov8n with ORT static QDQ quantization (per-channel weights), the Detect decode left float."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from yolograph.evaluation.preprocess import to_input_tensor
+    from yolograph.ir.model import Model
+
+    calibration = [to_input_tensor(frame) for frame, _ in _image_feeds(coco_dir, 4)]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.feeds = iter({"images": c} for c in calibration)
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    folder = tmp_path_factory.mktemp("int8")
+    onnx.save(yolov8n.to_onnx(), folder / "float.onnx")
+    quantize_static(str(folder / "float.onnx"), str(folder / "int8.onnx"), Reader(), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    nodes_to_exclude=sorted(yolov8n.facts.decode_nodes))
+    return Model.from_onnx(onnx.load(folder / "int8.onnx"))
+
+
+def _conv_neighbours(model):
+    result = []
+    for conv in model.nodes_by_op("Conv"):
+        source = conv.inputs[0].inputs[0].op if conv.inputs[0].inputs else None
+        result.append((source, tuple(sorted({n.op for n in conv.outputs[0].outputs}))))
+    return sorted(result, key=str)
+
+
+def test_int8_qdq_stays_adjacent_to_conv_and_detections_are_equal(int8_yolov8n, coco_dir):
+    from yolograph.backends.ort import OrtOptions, OrtRunner
+    from yolograph.evaluation.postprocess import postprocess
+    from yolograph.evaluation.preprocess import to_input_tensor
+
+    (frame, geometry), = _image_feeds(coco_dir)
+    image = to_input_tensor(frame)
+    converted, report = run_pipeline(int8_yolov8n, "to-nhwc", verify=True, verify_inputs=[{"images": image}])
+    _assert_placement(transpose_census(converted.graph))
+    before, after = _conv_neighbours(int8_yolov8n), _conv_neighbours(converted)
+    # DQ -> Conv -> Q is intact for every quantized conv (the only conv without is the float DFL conv).
+    assert sum(1 for s, c in after if s == "DequantizeLinear" and c == ("QuantizeLinear",)) == \
+        sum(1 for s, c in before if s == "DequantizeLinear" and c == ("QuantizeLinear",)) >= 60
+    for node in converted.nodes_by_op("Transpose"):
+        if node.outputs[0].outputs and node.outputs[0].outputs[0].op == "Conv":
+            assert node.outputs[0].outputs[0].name.endswith("dfl/conv/Conv")
+    options = OrtOptions(threads=2)
+    reference = postprocess(OrtRunner(int8_yolov8n, options).predict(image), geometry, conf=0.25)
+    candidate = postprocess(OrtRunner(converted, options).predict(np.transpose(image, NCHW_TO_NHWC)), geometry, conf=0.25)
+    assert len(reference.scores) > 0
+    np.testing.assert_array_equal(reference.classes, candidate.classes)
+    np.testing.assert_allclose(reference.boxes, candidate.boxes, atol=1e-2)
+    np.testing.assert_allclose(reference.scores, candidate.scores, atol=1e-4)
+
+
+# -- TVM --------------------------------------------------------------------------------------------
+
+
+def test_tvm_relax_absorbs_the_wrapping(yolov8n):
+    pytest.importorskip("tvm", reason="apache-tvm is not installed")
+    from tvm.relax.frontend.onnx import from_onnx
+
+    from yolograph.layout.relax_absorb import absorb_nhwc_wraps, layout_census
+
+    converted, _ = run_pipeline(yolov8n, "to-nhwc{nchw_ops=Resize},cleanup")
+    module = from_onnx(converted.to_onnx(), keep_params_in_input=False)
+    imported = layout_census(module)
+    assert imported["conv2d:NCHW"] == 64 and imported["relax.permute_dims"] > 100
+    absorbed = layout_census(absorb_nhwc_wraps(module))
+    assert absorbed["conv2d:NHWC"] == 64 and absorbed["conv2d:NCHW"] == 0
+    assert absorbed["max_pool2d:NHWC"] == 3 and absorbed["resize2d:NHWC"] == 2
+    # Left: the output-layout restore and the DFL conv's input (the head's own Transpose, merged).
+    assert absorbed["relax.permute_dims"] + absorbed["relax.layout_transform"] <= 2
