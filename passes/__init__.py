@@ -1,5 +1,5 @@
 """Built-in passes, registered on import (one pass per module)."""
 
 from yolograph.passes import cleanup, fold_bn  # noqa: F401
-from yolograph.passes import calibrate, insert_qdq  # noqa: F401  (quantization)
+from yolograph.passes import calibrate, fast_dfl, insert_qdq  # noqa: F401  (quantization)
 from yolograph.passes import to_nhwc  # noqa: F401  (layout)

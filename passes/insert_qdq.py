@@ -5,6 +5,10 @@ weights, Q/DQ around every quantizable op so ORT runs QLinear kernels), ``trt`` 
 quantization: S8 symmetric activations, Q/DQ on Conv inputs, shared Concat scales, residual-Add rule,
 data-movement ops in the quantized domain) and ``tvm`` (same as ort-cpu for now).
 
+For ort-cpu, SiLU (Sigmoid+Mul) in the quantized region is first rewritten as com.microsoft
+QuickGelu(alpha=1) = x*sigmoid(x), which ORT runs between the int8 convs faster than QLinearSigmoid +
+QLinearMul (the rewrite itself is exact up to ORT's float sigmoid).
+
 Head-aware by default: the Detect head's Convs are quantized, the DFL, box decode, score sigmoid and
 final Concat stay float. Weights get per-channel symmetric scales now (they need no data); activation
 scales are placeholders until `calibrate`, so the contract is deferred: the next checked pass
@@ -21,7 +25,7 @@ from yolograph.pipeline.passes import Contract, Pass, PassResult, register_pass
 from yolograph.pipeline.properties import UNCALIBRATED_KEY
 from yolograph.quantization.placement import Region, plan_qdq
 from yolograph.quantization.profiles import get_profile
-from yolograph.quantization.qdq import PROFILE_KEY, insert_qdq
+from yolograph.quantization.qdq import PROFILE_KEY, insert_qdq, rewrite_silu
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,11 @@ class InsertQdq(Pass):
         if any(n.op in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.nodes):
             raise PassError("The model already has Q/DQ nodes; run insert-qdq on a float model.")
         region = Region(options.head_aware, options.include, options.exclude, options.include_ops, options.exclude_ops)
+        fused_silu = 0
+        if profile.silu_as and "Sigmoid" not in options.exclude_ops and (not options.ops or "Sigmoid" in options.ops):
+            selected = {n.name for n in model.graph.nodes if region.selects(model, n)}
+            fused_silu = rewrite_silu(model, profile.silu_as, selected)
+            model.invalidate()
         plan = plan_qdq(model, profile, region, options.ops, options.head_outputs)
         if not plan.groups:
             raise PassError(
@@ -57,6 +66,7 @@ class InsertQdq(Pass):
                 "options; loosen exclude= or exclude_ops=."
             )
         stats = insert_qdq(model, plan, profile)
+        stats["silu_as_" + (profile.silu_as or "none")] = fused_silu
         model.graph.toposort()
         model.metadata[UNCALIBRATED_KEY] = "1"
         model.metadata[PROFILE_KEY] = profile.name

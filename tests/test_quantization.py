@@ -48,14 +48,23 @@ def test_ort_cpu_placement_quantizes_body_and_head_convs_but_not_decode(yolov8n,
         assert _dq_inputs(ort_qdq.node(name))[:2] == [True, True], name
     convs = ort_qdq.nodes_by_op("Conv")
     assert sum(_dq_inputs(c)[1] for c in convs) == len(convs) - 1  # all but the DFL conv
-    # Every SiLU is quantized on both sides so ORT runs QLinearSigmoid/QLinearMul.
-    body_sigmoids = [n for n in ort_qdq.nodes_by_op("Sigmoid") if n.name not in facts.decode_nodes]
-    assert body_sigmoids and all(_dq_inputs(n)[0] for n in body_sigmoids)
+    # Every body SiLU became one QuickGelu between a DQ and a Q (ORT runs it on the uint8 NHWC tensors).
+    assert not [n for n in ort_qdq.nodes_by_op("Sigmoid") if n.name not in facts.decode_nodes]
+    silus = ort_qdq.nodes_by_op("QuickGelu")
+    assert len(silus) == 57 and all(_dq_inputs(n)[0] for n in silus)
+    assert all(c.op == "QuantizeLinear" for n in silus for c in n.outputs[0].outputs)
     groups = activation_groups(ort_qdq)
     assert all(np.asarray(g.zero_point.values).dtype == np.uint8 for g in groups)
     # MaxPool shares one scale between input and output (ORT drops Q/DQ around it only then).
     pool = ort_qdq.nodes_by_op("MaxPool")[0]
     assert pool.inputs[0].inputs[0].inputs[1] is next(iter(pool.outputs[0].outputs)).inputs[1]
+
+
+def test_tvm_profile_keeps_silu_as_sigmoid_mul_quantized(yolov8n):
+    model, _ = run_pipeline(yolov8n, "insert-qdq{profile=tvm}")
+    assert not model.nodes_by_op("QuickGelu")
+    body = [n for n in model.nodes_by_op("Sigmoid") if n.name not in yolov8n.facts.decode_nodes]
+    assert len(body) == 57 and all(_dq_inputs(n)[0] for n in body)
 
 
 def test_trt_placement_rules(yolov8n, trt_qdq):

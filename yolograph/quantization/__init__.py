@@ -4,7 +4,7 @@ sensitivity analysis. The passes themselves live in passes/ (insert-qdq, calibra
 from __future__ import annotations
 
 # The recommended ort-cpu pipeline, without its data source (see default_int8_pipeline).
-_DEFAULT_INT8_TEMPLATE = "fold-bn,cleanup,insert-qdq{{profile=ort-cpu}},calibrate{{method=percentile,count=32,images={images}}}"
+_DEFAULT_INT8_TEMPLATE = "fold-bn,cleanup,fast-dfl,insert-qdq{{profile=ort-cpu}},calibrate{{method=percentile,count=32,images={images}}}"
 
 
 def default_int8_pipeline(images: str, count: int = 32) -> str:

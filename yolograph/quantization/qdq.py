@@ -96,6 +96,28 @@ def _quantize_weight_input(graph: gs.Graph, conv: gs.Node, profile: QdqProfile) 
     graph.nodes.extend([q, dq])
 
 
+def rewrite_silu(model: Model, op: str, region_nodes: set[str]) -> int:
+    """Replace each Mul(x, Sigmoid(x)) whose nodes are in `region_nodes` by one `op` node (com.microsoft
+    QuickGelu with alpha=1 computes x * sigmoid(x)). Returns how many were rewritten."""
+    graph = model.graph
+    count = 0
+    for mul in [n for n in graph.nodes if n.op == "Mul" and len(n.inputs) == 2 and n.name in region_nodes]:
+        for x, s in (mul.inputs, mul.inputs[::-1]):
+            sigmoid = s.inputs[0] if s.inputs else None
+            if (sigmoid is not None and sigmoid.op == "Sigmoid" and sigmoid.inputs[0] is x and len(s.outputs) == 1
+                    and sigmoid.name in region_nodes):
+                fused = gs.Node(op, f"{mul.name}_{op}", attrs={"alpha": 1.0}, inputs=[x], outputs=list(mul.outputs),
+                                domain="com.microsoft")
+                mul.outputs.clear()
+                sigmoid.outputs.clear()
+                graph.nodes.append(fused)
+                count += 1
+                break
+    if count:
+        graph.cleanup()
+    return count
+
+
 # -- reading a quantized graph ------------------------------------------------------------------------
 
 def is_weight_q(node: gs.Node) -> bool:
