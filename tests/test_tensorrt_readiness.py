@@ -97,6 +97,23 @@ def test_ort_symmetric_per_channel_has_fewer_findings(ort_symmetric, ort_default
     assert len(symmetric) < len(check_readiness(ort_default))
 
 
+def test_our_trt_profile_pipeline_is_ready(yolov8n, coco_dir):
+    """The pipeline the TensorRT backend is fed: insert-qdq{profile=trt} + calibrate on 4 coco128 images."""
+    from yolograph.ir.graph_view import producer
+    from yolograph.pipeline import run_pipeline
+
+    quantized, _ = run_pipeline(yolov8n, f"insert-qdq{{profile=trt}},calibrate{{images={coco_dir},count=4}}",
+                                verify=False)
+    findings = check_readiness(quantized)
+    assert findings == [], format_findings(findings)
+    # Not vacuous: nearly every Conv has a quantized input and weight, and Concats take quantized inputs.
+    convs = quantized.nodes_by_op("Conv")
+    int8_convs = [c for c in convs if all(producer(t) is not None and producer(t).op == "DequantizeLinear"
+                                          for t in c.inputs[:2])]
+    assert len(int8_convs) >= len(convs) - 2
+    assert any(all(producer(t).op == "DequantizeLinear" for t in c.inputs) for c in quantized.nodes_by_op("Concat"))
+
+
 def test_format_findings_counts_and_caps(ort_default):
     findings = check_readiness(ort_default)
     text = format_findings(findings, per_rule=3)
