@@ -116,7 +116,8 @@ def compile_model(model: Model, output: Path, *, target: str | None = None, tune
         "inputs": [_info_json(i) for i in model.inputs],
         "outputs": [_info_json(o) for o in model.outputs],
         "imgsz": list(_imgsz(model)),
-        "metadata": {k: v for k, v in model.metadata.items() if k in ("names", "stride", "task", "imgsz", "description")},
+        "metadata": {k: v for k, v in model.metadata.items()
+                     if k in ("names", "stride", "task", "imgsz", "description") or k.startswith("yolograph.")},
         "layout": options.layout,
         **facts,
         "tuning": {
@@ -200,7 +201,7 @@ def _info_json(info) -> dict[str, Any]:
 def _imgsz(model: Model) -> tuple[int, int]:
     shape = model.inputs[0].shape
     if len(shape) == 4:
-        if model.metadata.get("yolograph.layout") == "NHWC":
+        if model.metadata.get("yolograph.input_layout") == "NHWC":
             return int(shape[1]), int(shape[2])
         return int(shape[2]), int(shape[3])
     return (640, 640)

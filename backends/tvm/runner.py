@@ -76,6 +76,7 @@ class TvmRunner:
         self.input_names = [i["name"] for i in self.inputs]
         self.output_names = [o["name"] for o in sidecar["outputs"]]
         self.imgsz = tuple(sidecar.get("imgsz") or (640, 640))
+        self.metadata = dict(sidecar.get("metadata") or {})
         self.threads = int(os.environ["TVM_NUM_THREADS"]) if os.environ.get("TVM_NUM_THREADS", "").isdigit() else None
 
     def _arguments(self, feed: Mapping[str, np.ndarray] | np.ndarray) -> list:
@@ -106,7 +107,8 @@ class TvmRunner:
 
     def benchmark(self, runs: int = 50, warmup: int = 5, seed: int = 0) -> LatencyStats:
         rng = np.random.default_rng(seed)
-        feed = {i["name"]: rng.random(i["shape"], dtype=np.float32).astype(i["dtype"]) for i in self.inputs}
+        feed = {i["name"]: (rng.integers(0, 256, i["shape"]) if np.dtype(i["dtype"]).kind in "ui"
+                            else rng.random(i["shape"], dtype=np.float32)).astype(i["dtype"]) for i in self.inputs}
         arguments = self._arguments(feed)
 
         def call() -> None:
