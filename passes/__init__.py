@@ -3,3 +3,4 @@
 from yolograph.passes import cleanup, fold_bn  # noqa: F401
 from yolograph.passes import calibrate, fast_dfl, insert_qdq  # noqa: F401  (quantization)
 from yolograph.passes import to_nhwc  # noqa: F401  (layout)
+from yolograph.passes import prune  # noqa: F401  (structured pruning)

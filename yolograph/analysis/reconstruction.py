@@ -1,0 +1,125 @@
+"""Post-training reconstruction of pruned convs by ridge least squares on calibration activations.
+
+A consumer conv computes y = W * x. After pruning it sees only x' (its kept input channels, and
+upstream pruning has perturbed those too). Reconstruction fits, per conv, a channel map
+A = argmin E||x - A [x'; 1]||^2 + lam ||A - A0||^2 (A0 = plain slicing) and sets
+W'[:, :, tap] = W[:, :, tap] @ A[:, :k] and b' = b + sum_tap W[:, :, tap] @ A[:, k]: every removed
+channel is replaced by its best linear prediction from the kept ones, plus its mean (the intercept,
+which is the "compensate the removed channels' mean into the bias" step). For 1x1 convs this is exactly
+the output least-squares fit min E||W x - W' x' - b'||^2; for k x k convs it is the same fit with a
+map shared by all taps (channel-level, so it needs only (C+1)^2 statistics, not im2col patches).
+
+Round 1 ("local") uses the unpruned model's activations for both sides, from one run. Later rounds
+("sequential") run the unpruned and the pruned model side by side and refit every conv so its output
+from the *pruned* model's input matches the unpruned output, which corrects error accumulated upstream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import onnx
+
+from yolograph.ir.model import Model
+from yolograph.progress import track
+
+
+def _runner_with_outputs(model: Model, names: Sequence[str]):
+    """An ORT session of `model` that also returns the tensors `names`."""
+    from yolograph.backends.ort import OrtOptions, OrtRunner
+
+    proto = model.to_onnx()
+    present = {o.name for o in proto.graph.output}
+    for name in names:
+        if name not in present:
+            proto.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    return OrtRunner(proto.SerializeToString(), OrtOptions(threads=2))
+
+
+def _flat(array: np.ndarray) -> np.ndarray:
+    """[1, C, H, W] -> [C, H*W] float32."""
+    return np.ascontiguousarray(array.reshape(array.shape[1], -1), dtype=np.float32)
+
+
+def _augment(features: np.ndarray) -> np.ndarray:
+    return np.vstack([features, np.ones((1, features.shape[1]), np.float32)])
+
+
+def collect_moments(model: Model, names: Sequence[str], images: Iterable[np.ndarray]) -> dict[str, np.ndarray]:
+    """E[[x;1][x;1]^T] over all positions and images for each NCHW tensor in `names` ((C+1)^2 each)."""
+    names = list(dict.fromkeys(names))
+    runner = _runner_with_outputs(model, names)
+    sums: dict[str, np.ndarray] = {}
+    counts = 0
+    for image in track(images, "prune: activation statistics"):
+        outputs = runner.session.run(names, {runner.input_names[0]: image})
+        for name, value in zip(names, outputs):
+            z = _augment(_flat(value))
+            gram = (z @ z.T).astype(np.float64)
+            sums[name] = sums[name] + gram if name in sums else gram
+        counts += 1
+    if not counts:
+        return {}
+    return {name: total / total[-1, -1] for name, total in sums.items()}
+
+
+def collect_cross_moments(
+    reference: Model, candidate: Model, names: Sequence[str], images: Iterable[np.ndarray]
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per tensor: (E[x z'^T], E[z' z'^T]) with x from `reference`, z' = [x'; 1] from `candidate`."""
+    names = list(dict.fromkeys(names))
+    ref_runner = _runner_with_outputs(reference, names)
+    cand_runner = _runner_with_outputs(candidate, names)
+    cross: dict[str, np.ndarray] = {}
+    gram: dict[str, np.ndarray] = {}
+    positions: dict[str, float] = {}
+    for image in track(images, "prune: reconstruction statistics"):
+        ref_out = ref_runner.session.run(names, {ref_runner.input_names[0]: image})
+        cand_out = cand_runner.session.run(names, {cand_runner.input_names[0]: image})
+        for name, x, x_new in zip(names, ref_out, cand_out):
+            xf, z = _flat(x), _augment(_flat(x_new))
+            c, g = (xf @ z.T).astype(np.float64), (z @ z.T).astype(np.float64)
+            cross[name] = cross[name] + c if name in cross else c
+            gram[name] = gram[name] + g if name in gram else g
+            positions[name] = positions.get(name, 0.0) + xf.shape[1]
+    return {name: (cross[name] / positions[name], gram[name] / positions[name]) for name in names if name in cross}
+
+
+def channel_map(cross: np.ndarray, gram: np.ndarray, keep: np.ndarray, ridge: float) -> np.ndarray:
+    """A (C x (k+1)): ridge least-squares map from [x'; 1] to x, shrunk toward plain slicing."""
+    k = len(keep)
+    prior = np.zeros_like(cross)
+    prior[keep, np.arange(k)] = 1.0
+    diag = np.diag(gram)[:k]
+    lam = ridge * float(diag.mean()) if k and diag.mean() > 0 else ridge
+    reg = np.eye(k + 1) * lam
+    reg[k, k] = 0.0  # never shrink the intercept
+    return np.linalg.solve(gram + reg, (cross + lam * prior).T).T
+
+
+def local_statistics(moments: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(E[x z^T], E[z z^T]) for z = [x_keep; 1], read off the unpruned model's augmented moments."""
+    channels = moments.shape[0] - 1
+    columns = np.append(keep, channels)
+    return moments[:channels][:, columns], moments[np.ix_(columns, columns)]
+
+
+def mean_only_map(moments: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """A that keeps the kept channels and replaces each removed one by its mean (bias compensation)."""
+    channels = moments.shape[0] - 1
+    mapping = np.zeros((channels, len(keep) + 1))
+    mapping[keep, np.arange(len(keep))] = 1.0
+    removed = np.setdiff1d(np.arange(channels), keep)
+    mapping[removed, -1] = moments[removed, -1]
+    return mapping
+
+
+def apply_channel_map(weight: np.ndarray, bias: np.ndarray | None, mapping: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """New (weight over the k kept inputs, bias) of a conv whose input x is replaced by A [x'; 1]."""
+    w = np.asarray(weight, np.float64)
+    new_weight = np.einsum("ochw,ck->okhw", w, mapping[:, :-1])
+    shift = np.einsum("ochw,c->o", w, mapping[:, -1])
+    base = np.zeros(w.shape[0]) if bias is None else np.asarray(bias, np.float64)
+    dtype = np.asarray(weight).dtype
+    return new_weight.astype(dtype), (base + shift).astype(dtype)
