@@ -383,3 +383,18 @@ def test_gpu_fp32_engine_matches_onnx_runtime(yolov8n, tmp_path):
     got = runner.predict(images)
     assert np.max(np.abs(got - reference)) <= 1e-3 * np.max(np.abs(reference))
     assert runner.benchmark(runs=20, warmup=5, batch=2).median_ms > 0
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_int8_engine_runs_every_quantized_conv_in_int8(yolov8n, coco_dir, tmp_path):
+    from yolograph.pipeline import run_pipeline
+
+    quantized, _ = run_pipeline(yolov8n, f"insert-qdq{{profile=trt}},calibrate{{images={coco_dir},count=4}}",
+                                verify=False)
+    engine = compile_model(quantized, tmp_path / "q.engine", precision="int8", timing_cache=tmp_path / "t.cache")
+    report = read_sidecar(engine).int8_report
+    assert report["ok"], report
+    assert len(report["ran_int8"]) == len(report["expected_int8"]) >= 60
+    runner = load_runner(engine)
+    assert runner.predict(np.zeros((1, 3, 640, 640), np.float32)).shape == (1, 84, 8400)
