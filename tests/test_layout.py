@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 from onnx import TensorProto, helper
 
@@ -104,6 +105,28 @@ def test_every_handler_is_numerically_equal_on_a_small_graph():
     assert converted.outputs[0].shape == (1, 6, 256)
     ops = {n.op for n in converted.graph.nodes}
     assert {"Slice", "Softmax", "Resize", "Split", "Concat"} <= ops
+
+
+def test_contrib_elementwise_op_keeps_shapes_and_layout():
+    """com.microsoft QuickGelu (insert-qdq's fused SiLU for ORT) stops ONNX shape inference; not the pass."""
+    from yolograph.ir.model import Model
+
+    rng = np.random.default_rng(2)
+    weights = [onnx.numpy_helper.from_array(rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32), "w1"),
+               onnx.numpy_helper.from_array(rng.normal(0, 0.3, (8, 8, 3, 3)).astype(np.float32), "w2")]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("QuickGelu", ["c1"], ["g1"], domain="com.microsoft", alpha=1.0),
+        helper.make_node("Add", ["g1", "g1"], ["a1"]),
+        helper.make_node("Conv", ["a1", "w2"], ["out"], pads=[1, 1, 1, 1]),
+    ]
+    graph = helper.make_graph(nodes, "contrib", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 8, 8, 8])], weights)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    proto.ir_version = 8
+    converted, report = run_pipeline(Model.from_onnx(proto), "to-nhwc", verify=True)
+    assert report.records[0].stats["nhwc_ops"] == 2  # QuickGelu and Add run on NHWC tensors
+    _assert_placement(transpose_census(converted.graph))
 
 
 def test_errors_are_typed():
@@ -257,3 +280,24 @@ def test_tvm_relax_absorbs_the_wrapping(yolov8n):
     assert absorbed["max_pool2d:NHWC"] == 3 and absorbed["resize2d:NHWC"] == 2
     # Left: the output-layout restore and the DFL conv's input (the head's own Transpose, merged).
     assert absorbed["relax.permute_dims"] + absorbed["relax.layout_transform"] <= 2
+
+
+# -- benchmark smoke ------------------------------------------------------------------------------------
+
+
+def test_benchmark_smoke(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "layout.py"
+    out = tmp_path / "layout.json"
+    done = subprocess.run([sys.executable, str(script), "--smoke", "--out", str(out)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(out.read_text())
+    assert set(results["transposes"]) == {"fp32", "int8-ort-cpu", "int8-trt"}
+    assert all(stats["elsewhere"] == 0 for stats in results["transposes"].values())
+    assert results["preprocessing"]["max_rel_diff"] <= 1e-4
+    assert "| ORT CPU |" in done.stdout

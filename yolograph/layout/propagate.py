@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+import onnx
 import onnx_graphsurgeon as gs
 
 from yolograph.ir.graph_view import constant_value
@@ -56,6 +57,7 @@ UNARY_OPS = frozenset({
     "Sigmoid", "Relu", "LeakyRelu", "Tanh", "Exp", "Log", "Neg", "Abs", "Sqrt", "Reciprocal", "Cast",
     "Clip", "HardSigmoid", "HardSwish", "Erf", "Floor", "Ceil", "Round", "Identity", "Softplus", "Softsign",
     "Elu", "Selu", "Celu", "Gelu", "Mish", "Sin", "Cos", "Not", "IsNaN", "IsInf", "Sign", "ThresholdedRelu",
+    "QuickGelu", "FastGelu",  # com.microsoft elementwise ops (QuickGelu is SiLU fused by insert-qdq for ORT)
 })
 BROADCAST_OPS = frozenset({
     "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "Equal", "Greater", "Less",
@@ -101,9 +103,10 @@ class LayoutPropagation:
         self.logical_attrs = {id(n): dict(n.attrs) for n in self.nodes}
         self.producer = {id(t): n for n in self.nodes for t in n.outputs}
         # Keyed by tensor identity: names change during the rewrite, tensor objects do not.
-        self.shapes = {id(t): model.shape_of(t.name) for n in self.nodes for t in n.inputs + n.outputs}
+        known = logical_shapes(model)
+        self.shapes = {id(t): known.get(t.name) for n in self.nodes for t in n.inputs + n.outputs}
         for tensor in self.graph.inputs:
-            self.shapes[id(tensor)] = tuple(tensor.shape) if tensor.shape else model.shape_of(tensor.name)
+            self.shapes[id(tensor)] = tuple(tensor.shape) if tensor.shape else known.get(tensor.name)
         self.dtypes = {id(t): t.dtype for n in self.nodes for t in n.outputs}
         self.tensors: dict[int, _Tensor] = {}
         self.names = set(self.graph.tensors()) | {f"node:{n.name}" for n in self.nodes}
@@ -370,7 +373,7 @@ class LayoutPropagation:
 
     def _logical_layout(self, tensor: gs.Tensor) -> Perm:
         rank = self._rank(tensor)
-        return identity(rank) if rank is not None else self.tensors[id(tensor)].native
+        return identity(rank if rank is not None else len(self.tensors[id(tensor)].native))
 
     def _is_data(self, tensor: gs.Tensor) -> bool:
         return isinstance(tensor, gs.Variable) and tensor.name != "" and constant_value(tensor) is None \
@@ -404,6 +407,38 @@ class LayoutPropagation:
 
     def _unique_node(self, base: str) -> str:
         return self._unique(f"node:{base}")[len("node:"):]
+
+
+def logical_shapes(model: Model) -> dict[str, tuple[int, ...] | None]:
+    """Static shapes of every tensor, also past elementwise ops ONNX cannot infer (com.microsoft QuickGelu).
+
+    ONNX shape inference stops at ops of other domains; shape-wise those elementwise ops are Identity,
+    so they are inferred through a copy where they are.
+    """
+    names = [t.name for n in model.graph.nodes for t in n.outputs]
+    shapes = {name: model.shape_of(name) for name in names}
+    if all(shape is not None for shape in shapes.values()):
+        return shapes
+    proto = model.to_onnx()
+    replaced = False
+    for node in proto.graph.node:
+        if node.domain not in ("", "ai.onnx") and node.op_type in UNARY_OPS:
+            node.op_type, node.domain = "Identity", ""
+            del node.attribute[:]
+            del node.input[1:]
+            replaced = True
+    if not replaced:
+        return shapes
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto, data_prop=True)
+    except Exception:  # best effort: the shapes ONNX already knew remain
+        return shapes
+    for value in list(inferred.graph.value_info) + list(inferred.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if value.name in shapes and shapes[value.name] is None and value.type.tensor_type.HasField("shape") \
+                and all(d.HasField("dim_value") and d.dim_value > 0 for d in dims):
+            shapes[value.name] = tuple(int(d.dim_value) for d in dims)
+    return shapes
 
 
 def _tag(layout: Perm) -> str:

@@ -1,0 +1,267 @@
+"""to-nhwc benchmark: transposes before/after, ORT and TVM latency NCHW vs NHWC, uint8-input preprocessing.
+
+    python benchmarks/layout.py                 # the full run (a few minutes on 2 cores, TVM builds included)
+    python benchmarks/layout.py --no-tvm        # skip the TVM builds
+    python benchmarks/layout.py --smoke --out /tmp/layout.json   # seconds: what the test suite runs
+
+Sections, every speed measured side by side in one run with interleaved rounds (other processes
+share the CPU, so a slow spell hits every variant alike):
+1. transposes on yolov8n, FP32 and INT8 (insert-qdq ort-cpu and trt profiles + calibrate on images 0-31):
+   the pass's census (inserted by a naive wrap, removed, left around Conv/MaxPool, at I/O, elsewhere);
+2. ORT CPU latency, NCHW vs NHWC model (FP32 and INT8 ort-cpu);
+3. TVM (llvm, untuned default schedules) latency: NCHW conv2d; NCHW model + relax ConvertLayout
+   (the TVM backend's NHWC path); the to-nhwc model with the wrapping absorbed (yolograph.layout.relax_absorb);
+4. an end-to-end loop over coco128 images 32-127: read + letterbox, then either the float pipeline
+   (BGR->RGB, HWC->CHW, /255 on the host, NCHW float model) or the raw letterboxed BGR uint8 frame into
+   the to-nhwc{input=uint8,channels=bgr} model; per-frame host preprocessing and total time.
+Writes benchmarks/results/layout.json (or --out) and prints the Markdown tables of benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = REPO / "benchmarks" / "results" / "layout.json"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny run (2 images, few timed runs, no TVM)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per latency comparison")
+    parser.add_argument("--runs", type=int, default=6, help="timed runs per variant per round")
+    parser.add_argument("--images", default="32:128", help="coco128 index range of the end-to-end loop")
+    parser.add_argument("--no-tvm", action="store_true")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.rounds, args.runs, args.images, args.no_tvm = 1, 1, "32:34", True
+
+    from yolograph.data import coco128, official_yolov8n
+    from yolograph.frontends import load_model
+    from yolograph.ir.serialization import write_bytes_atomic
+
+    coco = coco128()
+    base = load_model(official_yolov8n())
+    results: dict = {
+        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "threads": args.threads},
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "smoke": args.smoke,
+    }
+    models = _models(base, coco, calibration_count=4 if args.smoke else 32)
+    results["transposes"] = {name: stats for name, (_, _, stats) in models.items()}
+    results["ort_latency"] = _ort_latency(models, args)
+    if not args.no_tvm:
+        results["tvm_latency"] = _tvm_latency(base, args)
+    results["preprocessing"] = _preprocessing(base, coco, args)
+    write_bytes_atomic(args.out, (json.dumps(results, indent=2) + "\n").encode())
+    print(markdown(results))
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+# -- models -------------------------------------------------------------------------------------------
+
+
+def _models(base, coco, calibration_count: int) -> dict:
+    """name -> (NCHW model, NHWC model, to-nhwc stats) for FP32 and the two INT8 profiles."""
+    from yolograph.pipeline import run_pipeline
+
+    out = {}
+    variants = {
+        "fp32": None,
+        "int8-ort-cpu": "ort-cpu",
+        "int8-trt": "trt",
+    }
+    for name, profile in variants.items():
+        nchw = base
+        if profile:
+            calibrate = f"calibrate{{images={coco},range=0:{calibration_count},method=minmax}}"
+            nchw, _ = run_pipeline(base, f"insert-qdq{{profile={profile}}},{calibrate}")
+        _note(f"to-nhwc on {name}")
+        nhwc, report = run_pipeline(nchw, "to-nhwc", verify=True)
+        out[name] = (nchw, nhwc, report.records[0].stats)
+    return out
+
+
+# -- timing -------------------------------------------------------------------------------------------
+
+
+def interleaved(calls: dict[str, Callable[[], object]], rounds: int, runs: int, warmup: int = 2) -> dict[str, dict]:
+    """Median/p90 per variant over `rounds` x `runs` timed calls, variants alternating every round."""
+    for call in calls.values():
+        for _ in range(warmup):
+            call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            for _ in range(runs):
+                start = time.perf_counter()
+                call()
+                times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: {"median_ms": float(np.median(v)), "p90_ms": float(np.percentile(v, 90)), "runs": len(v)}
+            for name, v in times.items()}
+
+
+def _ort_latency(models: dict, args) -> dict:
+    from yolograph.backends.ort import OrtOptions, OrtRunner
+
+    options = OrtOptions(threads=args.threads)
+    result = {}
+    for name in ("fp32", "int8-ort-cpu"):
+        nchw, nhwc, _ = models[name]
+        x = np.random.default_rng(0).random((1, 3, 640, 640), dtype=np.float32)
+        x_nhwc = np.ascontiguousarray(np.transpose(x, (0, 2, 3, 1)))
+        runners = {"nchw": OrtRunner(nchw, options), "nhwc": OrtRunner(nhwc, options)}
+        _note(f"ORT latency {name}")
+        stats = interleaved({"nchw": lambda: runners["nchw"].run(x), "nhwc": lambda: runners["nhwc"].run(x_nhwc)},
+                            args.rounds, args.runs)
+        stats["nhwc_over_nchw"] = stats["nhwc"]["median_ms"] / stats["nchw"]["median_ms"]
+        result[name] = stats
+    return result
+
+
+def _tvm_latency(base, args) -> dict:
+    """Untuned llvm builds: NCHW, NCHW+ConvertLayout (backend's NHWC path), to-nhwc + absorb."""
+    os.environ.setdefault("TVM_NUM_THREADS", str(args.threads))
+    import tvm
+    from tvm import relax
+
+    from yolograph.backends.ort import OrtOptions, OrtRunner
+    from yolograph.backends.tvm.compile import build
+    from yolograph.backends.tvm.layout import convert_to_nhwc
+    from yolograph.backends.tvm.relax_import import to_relax
+    from yolograph.backends.tvm.target import parse_target, validate_target
+    from yolograph.layout.relax_absorb import absorb_nhwc_wraps, layout_census
+    from yolograph.pipeline import run_pipeline
+
+    target = validate_target(parse_target(None))
+    nhwc_model, _ = run_pipeline(base, "to-nhwc{nchw_ops=Resize}", verify=True)
+
+    def lowered(model):
+        with target:
+            return relax.transform.DecomposeOpsForInference()(to_relax(model))
+
+    modules = {
+        "nchw": lowered(base),
+        "nchw+convert_layout": convert_to_nhwc(lowered(base))[0],
+        "to-nhwc+absorb": absorb_nhwc_wraps(lowered(nhwc_model)),
+    }
+    x = np.random.default_rng(0).random((1, 3, 640, 640), dtype=np.float32)
+    reference = OrtRunner(base, OrtOptions(threads=args.threads)).predict(x)
+    feeds = {"nchw": x, "nchw+convert_layout": x, "to-nhwc+absorb": np.ascontiguousarray(np.transpose(x, (0, 2, 3, 1)))}
+    result, calls = {}, {}
+    for name, module in modules.items():
+        _note(f"TVM build {name}")
+        start = time.perf_counter()
+        vm = relax.VirtualMachine(build(module, target, None), tvm.cpu())
+        census = layout_census(module)
+        argument = tvm.runtime.tensor(feeds[name], tvm.cpu())
+        output = vm["main"](argument)
+        output = (output[0] if not hasattr(output, "numpy") else output).numpy()
+        result[name] = {
+            "build_s": round(time.perf_counter() - start, 1),
+            "layout_ops": int(census["relax.permute_dims"] + census["relax.layout_transform"]),
+            "conv2d_nhwc": int(census["conv2d:NHWC"]),
+            "conv2d_nchw": int(census["conv2d:NCHW"]),
+            "max_rel_diff_vs_ort": float(np.abs(output - reference).max() / np.abs(reference).max()),
+        }
+        calls[name] = (lambda vm=vm, argument=argument: vm["main"](argument))
+    _note("TVM latency")
+    for name, stats in interleaved(calls, args.rounds, max(1, args.runs // 2)).items():
+        result[name].update(stats)
+    result["target"] = parse_target(None)
+    return result
+
+
+def _preprocessing(base, coco, args) -> dict:
+    """End-to-end loop: float pipeline (host /255, CHW) vs the raw letterboxed uint8 BGR frame."""
+    from yolograph.backends.ort import OrtOptions, OrtRunner
+    from yolograph.evaluation.dataset import open_dataset
+    from yolograph.evaluation.preprocess import letterbox, read_image, to_input_tensor
+    from yolograph.pipeline import run_pipeline
+
+    frame_model, _ = run_pipeline(base, "to-nhwc{input=uint8,channels=bgr}", verify=True)
+    options = OrtOptions(threads=args.threads)
+    float_runner, frame_runner = OrtRunner(base, options), OrtRunner(frame_model, options)
+    paths = open_dataset(coco).subset(args.images).image_paths
+    timings = {name: [] for name in ("read_letterbox", "float_preprocess", "float_infer", "uint8_preprocess",
+                                     "uint8_infer")}
+    max_rel = 0.0
+    for path in paths:
+        start = time.perf_counter()
+        frame, _ = letterbox(read_image(path), 640)
+        timings["read_letterbox"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        tensor = to_input_tensor(frame)
+        timings["float_preprocess"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        reference = float_runner.predict(tensor)
+        timings["float_infer"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        batch = frame[None]  # the camera frame as is: a view, no copy
+        timings["uint8_preprocess"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        output = frame_runner.predict(batch)
+        timings["uint8_infer"].append(time.perf_counter() - start)
+        max_rel = max(max_rel, float(np.abs(output - reference).max() / np.abs(reference).max()))
+    ms = {name: float(np.median(values) * 1e3) for name, values in timings.items()}
+    return {
+        "images": len(paths),
+        "median_ms": ms,
+        "preprocess_saved_ms": ms["float_preprocess"] - ms["uint8_preprocess"],
+        "per_frame_float_ms": ms["float_preprocess"] + ms["float_infer"],
+        "per_frame_uint8_ms": ms["uint8_preprocess"] + ms["uint8_infer"],
+        "max_rel_diff": max_rel,
+    }
+
+
+# -- report ----------------------------------------------------------------------------------------------
+
+
+def markdown(results: dict) -> str:
+    lines = ["| model | transposes before | inserted (naive wrap) | removed | after | around Conv/MaxPool | I/O | elsewhere |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, s in results["transposes"].items():
+        lines.append(f"| yolov8n {name} | {s['transposes_before']} | {s['inserted']} | {s['removed']} | "
+                     f"{s['transposes_after']} | {s['around_nchw_ops']} (for {s['nchw_ops']} ops) | "
+                     f"{s['io_transposes']} | {s['elsewhere']} |")
+    lines += ["", "| ORT CPU | NCHW median ms | NHWC median ms | NHWC / NCHW |", "| --- | --- | --- | --- |"]
+    for name, s in results["ort_latency"].items():
+        lines.append(f"| {name} | {s['nchw']['median_ms']:.1f} | {s['nhwc']['median_ms']:.1f} | {s['nhwc_over_nchw']:.2f} |")
+    if "tvm_latency" in results:
+        lines += ["", "| TVM llvm (untuned) | conv2d NHWC | layout ops | median ms | p90 ms | max rel diff vs ORT |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for name, s in results["tvm_latency"].items():
+            if isinstance(s, dict) and "median_ms" in s:
+                lines.append(f"| {name} | {s['conv2d_nhwc']}/{s['conv2d_nhwc'] + s['conv2d_nchw']} | {s['layout_ops']} | "
+                             f"{s['median_ms']:.1f} | {s['p90_ms']:.1f} | {s['max_rel_diff_vs_ort']:.1e} |")
+    p = results["preprocessing"]
+    m = p["median_ms"]
+    lines += ["", f"End-to-end loop over {p['images']} coco128 images (medians, ms per frame):", "",
+              "| pipeline | host preprocess | inference | preprocess + inference |", "| --- | --- | --- | --- |",
+              f"| float NCHW (BGR->RGB, CHW, /255 on host) | {m['float_preprocess']:.2f} | {m['float_infer']:.1f} | "
+              f"{p['per_frame_float_ms']:.1f} |",
+              f"| uint8 NHWC BGR frame (to-nhwc{{input=uint8,channels=bgr}}) | {m['uint8_preprocess']:.3f} | "
+              f"{m['uint8_infer']:.1f} | {p['per_frame_uint8_ms']:.1f} |",
+              "", f"read + letterbox (both): {m['read_letterbox']:.1f} ms; host preprocessing saved: "
+              f"{p['preprocess_saved_ms']:.2f} ms/frame; outputs equal within {p['max_rel_diff']:.1e} relative."]
+    return "\n".join(lines)
+
+
+def _note(message: str) -> None:
+    print(f"[layout] {message}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
