@@ -23,7 +23,8 @@ Preserves: numerically equal within 1e-4 relative (float: same arithmetic, diffe
 a uint8 input is verified on pixels quantized to k/255, see `restrict_inputs`). Q/DQ scales are
 untouched. Output names, shapes and layout are unchanged; the input keeps its name.
 
-Metadata written (for evaluation and backends to feed the model):
+Metadata written (for evaluation and backends to feed the model; yolograph.layout.io.input_from_nchw /
+input_from_frame turn evaluation's NCHW float tensor or a letterboxed BGR frame into the model's input):
   yolograph.layout          "NHWC" when internal=true (the 'nhwc' property)
   yolograph.input_layout    "NHWC" | "NCHW"
   yolograph.input_dtype     "uint8" | "float32"
@@ -42,15 +43,12 @@ import onnx_graphsurgeon as gs
 from yolograph.errors import PassError
 from yolograph.ir.model import Model
 from yolograph.layout.census import transpose_census
+from yolograph.layout.io import INPUT_CHANNELS_KEY, INPUT_DTYPE_KEY, INPUT_LAYOUT_KEY, INPUT_RANGE_KEY, input_from_nchw
 from yolograph.layout.perm import NCHW_TO_NHWC, invert
 from yolograph.layout.propagate import LayoutPropagation
 from yolograph.pipeline.passes import Contract, Pass, PassResult, register_pass
 
 LAYOUT_KEY = "yolograph.layout"
-INPUT_LAYOUT_KEY = "yolograph.input_layout"
-INPUT_DTYPE_KEY = "yolograph.input_dtype"
-INPUT_CHANNELS_KEY = "yolograph.input_channels"
-INPUT_RANGE_KEY = "yolograph.input_range"
 
 
 @dataclass(frozen=True)
@@ -127,12 +125,9 @@ class ToNhwc(Pass):
 
 def nchw_to_frame(images: np.ndarray, options: ToNhwcOptions) -> np.ndarray:
     """An NCHW float image batch in [0,1] as the converted model's input (NHWC, uint8/bgr per options)."""
-    frame = np.transpose(images, NCHW_TO_NHWC)
-    if options.channels == "bgr":
-        frame = frame[..., ::-1]
-    if options.input == "uint8":
-        return _quantize_pixels(frame).astype(np.uint8)
-    return np.ascontiguousarray(frame)
+    metadata: dict[str, str] = {}
+    _write_metadata_into(metadata, options)
+    return input_from_nchw(metadata, images)
 
 
 def _quantize_pixels(x: np.ndarray) -> np.ndarray:
@@ -202,8 +197,13 @@ def _add(nodes: list[gs.Node], op: str, name: str, inputs: list, attrs: dict, dt
 def _write_metadata(model: Model, options: ToNhwcOptions) -> None:
     if options.internal:
         model.metadata[LAYOUT_KEY] = "NHWC"
-    model.metadata[INPUT_LAYOUT_KEY] = "NHWC" if options.io else "NCHW"
+    _write_metadata_into(model.metadata, options)
+
+
+def _write_metadata_into(metadata: dict[str, str], options: ToNhwcOptions) -> None:
+    """The input keys read by yolograph.layout.io (evaluation and backends feed the model by them)."""
+    metadata[INPUT_LAYOUT_KEY] = "NHWC" if options.io else "NCHW"
     uint8 = options.io and options.input == "uint8"
-    model.metadata[INPUT_DTYPE_KEY] = "uint8" if uint8 else "float32"
-    model.metadata[INPUT_CHANNELS_KEY] = "BGR" if options.channels == "bgr" else "RGB"
-    model.metadata[INPUT_RANGE_KEY] = "0-255" if uint8 else "0-1"
+    metadata[INPUT_DTYPE_KEY] = "uint8" if uint8 else "float32"
+    metadata[INPUT_CHANNELS_KEY] = "BGR" if options.channels == "bgr" else "RGB"
+    metadata[INPUT_RANGE_KEY] = "0-255" if uint8 else "0-1"

@@ -194,6 +194,12 @@ def test_uint8_bgr_frame_equals_the_float_pipeline(yolov8n, coco_dir):
     candidate = OrtRunner(converted, options).predict(frame[None])  # the letterboxed BGR frame, untouched
     scale = np.abs(reference).max()
     assert np.abs(reference - candidate).max() <= 1e-4 * scale
+    # Evaluation and backends feed models by their metadata.
+    from yolograph.layout.io import input_from_frame, input_from_nchw
+
+    assert input_from_frame(converted.metadata, frame).base is frame
+    np.testing.assert_array_equal(input_from_frame(yolov8n.metadata, frame), to_input_tensor(frame))
+    np.testing.assert_array_equal(input_from_nchw(converted.metadata, to_input_tensor(frame)), frame[None])
 
 
 @pytest.mark.parametrize("name", ["yolov8n", "yolov8s"])
