@@ -129,6 +129,34 @@ def test_contrib_elementwise_op_keeps_shapes_and_layout():
     _assert_placement(transpose_census(converted.graph))
 
 
+def test_per_channel_activation_qdq_axis_follows_the_layout():
+    rng = np.random.default_rng(3)
+    weights = {
+        "w1": rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32),
+        "w2": rng.normal(0, 0.3, (4, 8, 1, 1)).astype(np.float32),
+        "scale": rng.uniform(0.01, 0.03, 8).astype(np.float32),
+        "zero": np.zeros(8, np.int8),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Sigmoid", ["c1"], ["s1"]),
+        helper.make_node("Mul", ["c1", "s1"], ["m1"]),
+        helper.make_node("QuantizeLinear", ["m1", "scale", "zero"], ["q1"], axis=1),
+        helper.make_node("DequantizeLinear", ["q1", "scale", "zero"], ["d1"], axis=1),
+        helper.make_node("Add", ["d1", "d1"], ["sum"]),
+        helper.make_node("Conv", ["d1", "w2"], ["conv"]),
+    ]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])]
+    outputs = [helper.make_tensor_value_info("sum", TensorProto.FLOAT, [1, 8, 8, 8]),
+               helper.make_tensor_value_info("conv", TensorProto.FLOAT, [1, 4, 8, 8])]
+    converted, _ = run_pipeline(make_model(nodes, inputs, outputs, weights), "to-nhwc", verify=True)
+    axes = sorted(int(n.attrs["axis"]) for n in converted.graph.nodes if n.op == "DequantizeLinear")
+    assert axes == [1, 3]  # an NHWC pair for the Add, an NCHW pair right before the Conv
+    conv = [n for n in converted.graph.nodes if n.op == "Conv" and n.inputs[1].name == "w2"][0]
+    assert conv.inputs[0].inputs[0].op == "DequantizeLinear"  # the transpose sits before the Q, not between DQ and Conv
+    _assert_placement(transpose_census(converted.graph), io_allowed=2)
+
+
 def test_errors_are_typed():
     model = _handler_graph()
     converted, _ = run_pipeline(model, "to-nhwc")
