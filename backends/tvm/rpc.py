@@ -52,6 +52,9 @@ def rpc_config(address: RpcAddress):
 
 def free_servers(address: RpcAddress) -> int:
     """How many servers with `address.key` the tracker knows; BackendError if it is unreachable."""
+    if not _port_open(address.port, address.host, timeout=3.0):  # TVM itself retries for 60 s
+        raise BackendError(f"Cannot reach the TVM RPC tracker at {address.host}:{address.port} (nothing listens "
+                           "there); start it with python -m tvm.exec.rpc_tracker.")
     config = rpc_config(address)
     try:
         return int(config.count_num_servers(allow_missing=True))
@@ -140,7 +143,9 @@ class LocalRpcCluster:
         self.processes.clear()
 
 
-def _port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+def _port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False

@@ -175,6 +175,41 @@ def check_serialization() -> None:
                            "records; pip install 'apache-tvm-ffi==0.1.14.post1' (pinned in yolograph[tvm]).")
 
 
+def preload_tensor_intrinsics() -> None:
+    """Import tvm.s_tir.tensor_intrin (MetaSchedule needs it) with a fast inspect.stack.
+
+    The module parses ~250 TVMScript functions; each parse calls inspect.stack(), which reads the
+    source of every frame on the stack and scans sys.modules for each, so the import takes 25-80 s
+    inside a deep call stack (pytest, the CLI) with many modules loaded; this is the "~26 s to
+    import TVM" each fresh LocalBuilder worker paid. TVMScript only looks at the code context of
+    the innermost three frames, so the others get none (and no source lookup).
+    """
+    import inspect
+
+    if "tvm.s_tir.tensor_intrin" in sys.modules:
+        return
+    original = inspect.stack
+
+    def fast_stack(context: int = 1):
+        frame, infos, depth = sys._getframe(1), [], 0
+        while frame is not None:
+            if depth < 3:
+                info = inspect.getframeinfo(frame, context)
+                infos.append(inspect.FrameInfo(frame, *info, positions=info.positions))
+            else:  # no source lookup: getsourcefile() scans sys.modules for frozen import frames
+                code = frame.f_code
+                infos.append(inspect.FrameInfo(frame, code.co_filename, frame.f_lineno, code.co_name, None, None,
+                                               positions=None))
+            frame, depth = frame.f_back, depth + 1
+        return infos
+
+    inspect.stack = fast_stack
+    try:
+        import tvm.s_tir.tensor_intrin  # noqa: F401
+    finally:
+        inspect.stack = original
+
+
 def make_runner(rpc: str | None, evaluator_config=None):
     """LocalRunner (this machine) or an RPCRunner through TVM's tracker ('host:port:key')."""
     from tvm.s_tir import meta_schedule as ms
@@ -204,6 +239,7 @@ def tune(mod, target, db_dir: Path, *, trials: int = 0, seconds: float | None = 
     from tvm.s_tir import meta_schedule as ms
 
     check_serialization()
+    preload_tensor_intrinsics()
     database = open_database(db_dir, target, create=True)
     primary_dir = database_dirs(db_dir, target)[0]
     tasks = extract_tasks(mod, target)
@@ -226,8 +262,13 @@ def tune(mod, target, db_dir: Path, *, trials: int = 0, seconds: float | None = 
          f" ({'%d trials' % trials if trials < 10**9 else ''}{' ' if trials < 10**9 and seconds else ''}"
          f"{'%.0f s budget' % seconds if seconds else ''}; records -> {primary_dir}; cost model {report.cost_model})")
     start = time.perf_counter()
-    # MetaSchedule logs every round at INFO on the console; keep that in the log files only.
-    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
+    # MetaSchedule logs every round at INFO on the console; keep that in the log files only. Its
+    # handlers from an earlier tune point at that tune's log folder: drop them (it adds new ones).
+    ms_logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    ms_logger.setLevel(logging.WARNING)
+    for handler in list(ms_logger.handlers):
+        ms_logger.removeHandler(handler)
+        handler.close()
     work_dir = str(primary_dir)  # MetaSchedule writes its logs under <work_dir>/logs
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
         todo, work_dir, strategy=_search_strategy(strategy, report.cost_model), num_threads=cores, seed=seed)
