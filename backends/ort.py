@@ -43,6 +43,8 @@ class OrtRunner:
             raise BackendError(f"Unknown ORT optimization level {options.optimization!r}; use one of {list(_LEVELS)}.")
         session_options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[options.optimization])
         payload = model.serialize() if isinstance(model, Model) else model
+        # Metadata says how the graph input is laid out (to-nhwc may make it NHWC uint8 BGR).
+        self.metadata = dict(model.metadata) if isinstance(model, Model) else {}
         try:
             self.session = ort.InferenceSession(payload, session_options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # ORT raises its own exception types for invalid graphs
@@ -61,8 +63,10 @@ class OrtRunner:
         return self.session.run(self.output_names, dict(feed))
 
     def predict(self, images: np.ndarray) -> np.ndarray:
-        """The first output for one input tensor: what evaluation calls."""
-        return self.run(images)[0]
+        """The first output for an NCHW float RGB [0,1] batch (what evaluation makes), fed as the model takes it."""
+        from yolograph.layout.io import input_from_nchw
+
+        return self.run(input_from_nchw(self.metadata, images))[0]
 
     def benchmark(self, runs: int = 50, warmup: int = 5, seed: int = 0) -> LatencyStats:
         feed = random_feed(self.inputs, seed)

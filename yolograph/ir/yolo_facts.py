@@ -111,13 +111,22 @@ def _parse_imgsz(text: str | None) -> tuple[int, int] | None:
 
 def _imgsz_from_input(model: Model) -> tuple[int, int] | None:
     shape = model.inputs[0].shape if model.inputs else ()
-    return (shape[2], shape[3]) if len(shape) == 4 else None
+    if len(shape) != 4:
+        return None
+    nhwc = model.metadata.get("yolograph.input_layout") == "NHWC"
+    return (shape[1], shape[2]) if nhwc else (shape[2], shape[3])
+
+
+LAYOUT_OPS = ("Transpose", "Reshape", "QuantizeLinear", "DequantizeLinear")
 
 
 def _find_dfl_conv(model: Model) -> str | None:
+    """The 1x1 Conv fed by a Softmax, possibly through layout ops (to-nhwc wraps convs in Transposes)."""
     for node in model.nodes_by_op("Conv"):
-        source = node.inputs[0].inputs
-        if source and source[0].op == "Softmax":
+        tensor = node.inputs[0]
+        while tensor.inputs and tensor.inputs[0].op in LAYOUT_OPS:
+            tensor = tensor.inputs[0].inputs[0]
+        if tensor.inputs and tensor.inputs[0].op == "Softmax":
             return node.name
     return None
 
