@@ -219,7 +219,7 @@ def test_uint8_bgr_frame_equals_the_float_pipeline(yolov8n, coco_dir):
     assert cast.inputs[0].inputs[0].op == "Transpose"
     options = OrtOptions(threads=2)
     reference = OrtRunner(yolov8n, options).predict(to_input_tensor(frame))
-    candidate = OrtRunner(converted, options).predict(frame[None])  # the letterboxed BGR frame, untouched
+    candidate = OrtRunner(converted, options).run(frame[None])[0]  # the letterboxed BGR frame, untouched
     scale = np.abs(reference).max()
     assert np.abs(reference - candidate).max() <= 1e-4 * scale
     # Evaluation and backends feed models by their metadata.
@@ -289,7 +289,7 @@ def test_int8_qdq_stays_adjacent_to_conv_and_detections_are_equal(int8_yolov8n, 
             assert node.outputs[0].outputs[0].name.endswith("dfl/conv/Conv")
     options = OrtOptions(threads=2)
     reference = postprocess(OrtRunner(int8_yolov8n, options).predict(image), geometry, conf=0.25)
-    candidate = postprocess(OrtRunner(converted, options).predict(np.transpose(image, NCHW_TO_NHWC)), geometry, conf=0.25)
+    candidate = postprocess(OrtRunner(converted, options).run(np.transpose(image, NCHW_TO_NHWC))[0], geometry, conf=0.25)
     assert len(reference.scores) > 0
     np.testing.assert_array_equal(reference.classes, candidate.classes)
     np.testing.assert_allclose(reference.boxes, candidate.boxes, atol=1e-2)
