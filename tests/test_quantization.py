@@ -196,3 +196,61 @@ def _ort_fused_ops(model) -> set[str]:
         options.optimized_model_filepath = str(path)
         ort.InferenceSession(model.serialize(), options, providers=["CPUExecutionProvider"])
         return {n.op_type for n in onnx.load(str(path)).graph.node}
+
+
+def test_bias_correction_and_adaptive_rounding_run_and_report(yolov8n, coco_dir):
+    from yolograph.quantization.qdq import quantized_convs
+
+    base, _ = run_pipeline(yolov8n, "insert-qdq{profile=ort-cpu,exclude=/model.1*|/model.[3-9]*|/model.1[0-9]*|/model.2[01]*}")
+    corrected, report = run_pipeline(base, f"bias-correction{{images={coco_dir},count=2}}")
+    assert report.records[0].stats["corrected"] == len(quantized_convs(base)) > 0
+    before = {c.conv.name: c.bias() for c in quantized_convs(base)}
+    after = {c.conv.name: c.bias() for c in quantized_convs(corrected)}
+    assert any(not np.allclose(before[k], after[k]) for k in before)
+    rounded, report = run_pipeline(base, f"adaptive-rounding{{images={coco_dir},count=2,samples=128}}")
+    # On the data it saw, Hessian-aware rounding must beat nearest rounding on the layer outputs.
+    assert report.records[0].stats["median_error_ratio"] < 0.9
+    # The rounded weights sit on the int8 grid of the unchanged per-channel scales.
+    for item in quantized_convs(rounded):
+        w = item.float_weight() / item.scales.reshape(-1, 1, 1, 1)
+        assert np.allclose(w, np.round(w), atol=1e-3)
+    with pytest.raises(Exception, match="before calibrate"):
+        calibrated, _ = run_pipeline(base, f"calibrate{{images={coco_dir},count=1}}")
+        run_pipeline(calibrated, f"bias-correction{{images={coco_dir},count=1}}")
+
+
+def test_mixed_precision_keeps_layers_and_reports_them(yolov8n, coco_dir):
+    candidates = "/model.9/cv2/conv/Conv|/model.1/conv/Conv|/model.2/cv2/conv/Conv"  # the most sensitive three
+    model, report = run_pipeline(
+        yolov8n,
+        f"insert-qdq,mixed-precision{{budget=sqnr:99,max_float=2,images={coco_dir},count=4,eval_range=0:2,"
+        f"candidates={candidates}}},calibrate{{images={coco_dir},count=4}}",
+    )
+    stats = report.records[1].stats
+    assert stats["budget_met"] is False and 1 <= len(stats["kept_float"]) <= 2  # 99 dB is out of reach
+    trail = stats["output_sqnr_db"]
+    assert len(trail) == len(stats["kept_float"]) + 1 and trail == sorted(trail) and trail[-1] > trail[0]
+    for name in stats["kept_float"]:
+        conv = model.node(name)
+        assert not _dq_inputs(conv)[1] and not _dq_inputs(conv)[0], name
+    reached, report = run_pipeline(
+        yolov8n, f"insert-qdq,mixed-precision{{budget=sqnr:1,images={coco_dir},count=2,eval_range=0:2,"
+        f"candidates={candidates}}}")
+    assert report.records[1].stats["kept_float"] == [] and report.records[1].stats["budget_met"]
+
+
+def test_sensitivity_report_and_plot(yolov8n, coco_dir, tmp_path):
+    from yolograph.quantization.sensitivity import run_sensitivity
+
+    layers = ["/model.0/conv/Conv", "/model.22/cv3.0/cv3.0.2/Conv"]
+    report = run_sensitivity(yolov8n, coco_dir, images="0:2", plot=tmp_path / "s.png", layers=layers,
+                             pipeline=default_int8_pipeline(str(coco_dir), count=2))
+    data = report.to_json()
+    assert [row["name"] for row in data["layers"]] == sorted(layers, key=lambda n: next(
+        r.output_sqnr_db for r in report.layers if r.name == n))
+    assert all(np.isfinite(row["own_sqnr_db"]) and row["output_sqnr_db"] > 0 for row in data["layers"])
+    # The class-score conv cannot disturb the box rows.
+    score_row = next(r for r in report.layers if r.name.endswith("cv3.0.2/Conv"))
+    assert score_row.boxes_sqnr_db == float("inf")
+    assert len(report.table().splitlines()) == 2 + len(layers)
+    assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"

@@ -131,3 +131,13 @@ def _npy_stream(files: list[Path], count: int | None, imgsz: tuple[int, int]) ->
             produced += 1
     if produced == 0:
         raise DataError("The calibration .npy files hold no tensors; save at least one [1,3,H,W] tensor.")
+
+
+def source_from_options(options, pass_name: str) -> CalibrationSource:
+    """The CalibrationSource named by a pass's `images`/`count`/`range`/`npy` options, or a DataError."""
+    if getattr(options, "images", None) is None and getattr(options, "npy", None) is None:
+        raise DataError(
+            f"{pass_name} needs calibration data: add images=DIR (a dataset root, image folder or dataset yaml; "
+            "with count=N or range=A:B) or npy=FILE_OR_DIR ([N,3,H,W] float tensors) to its options."
+        )
+    return CalibrationSource(options.images, options.count, getattr(options, "range", None), options.npy)

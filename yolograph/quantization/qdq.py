@@ -275,3 +275,44 @@ def strip_activation_qdq(model: Model, keep_outputs: list[str] = ()) -> Model:
     graph.cleanup()
     work.invalidate()
     return work
+
+
+def float_reference(model: Model) -> Model:
+    """A float copy of a not-yet-calibrated Q/DQ model: every Q/DQ bypassed, weights back to float."""
+    work = strip_activation_qdq(model)
+    for item in quantized_convs(work):
+        if item.weight_q is None:
+            raise ValueError("float_reference needs the float weights (run it before calibrate)")
+        item.conv.inputs[1] = item.weight_q.inputs[0]
+    work.graph.cleanup().toposort()
+    work.invalidate()
+    return work
+
+
+def dequantize_units(model: Model, conv_names: set[str], tensors: set[str], float_model: Model | None = None) -> None:
+    """Keep Convs `conv_names` and activation `tensors` in float: bypass their Q/DQ pairs (all consumers)
+    and give the Convs float weights (the weight Q's source, or `float_model`'s weight and bias)."""
+    graph = model.graph
+    for q in [n for n in graph.nodes if n.op == "QuantizeLinear" and not is_weight_q(n) and n.inputs[0].name in tensors]:
+        source = q.inputs[0]
+        for dq in list(q.outputs[0].outputs):
+            out = dq.outputs[0]
+            for consumer in list(out.outputs):
+                for index, value in enumerate(consumer.inputs):
+                    if value is out:
+                        consumer.inputs[index] = source
+            dq.outputs.clear()
+        q.outputs.clear()
+    float_convs = {n.name: n for n in float_model.graph.nodes} if float_model is not None else {}
+    for item in quantized_convs(model):
+        if item.conv.name not in conv_names:
+            continue
+        if item.weight_q is not None:
+            item.conv.inputs[1] = item.weight_q.inputs[0]
+        else:
+            reference = float_convs[item.conv.name]
+            item.conv.inputs[1] = gs.Constant(f"{item.conv.name}.float_weight", np.asarray(constant_value(reference.inputs[1])))
+            if len(reference.inputs) > 2:
+                item.conv.inputs[2] = gs.Constant(f"{item.conv.name}.float_bias", np.asarray(constant_value(reference.inputs[2])))
+    graph.cleanup().toposort()
+    model.invalidate()
