@@ -97,6 +97,7 @@ class ToNhwc(Pass):
                 "transposes_before": before.total,
                 "transposes_after": after.total,
                 "inserted": inserted,
+                "emitted": stats.transposes_emitted,  # the ones the optimizer actually created
                 "removed": inserted + before.total - after.total,
                 "around_nchw_ops": after.around_nchw_ops,
                 "io_transposes": after.io,

@@ -101,6 +101,8 @@ def test_every_handler_is_numerically_equal_on_a_small_graph():
     # Conv input comes straight from the NHWC input; MaxPool is wrapped; the output is restored once.
     assert census.around_nchw_ops <= 2 * census.nchw_ops
     assert stats["nhwc_ops"] >= 8
+    assert stats["constants_permuted"] == 1  # the [1,8,1,1] bias becomes [1,1,1,8] instead of a transpose
+    assert stats["absorbed"] == 0 and stats["transposes_after"] == census.total
     assert converted.inputs[0].shape == (1, 16, 16, 3)
     assert converted.outputs[0].shape == (1, 6, 256)
     ops = {n.op for n in converted.graph.nodes}
