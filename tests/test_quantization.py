@@ -55,6 +55,9 @@ def test_ort_cpu_placement_quantizes_body_and_head_convs_but_not_decode(yolov8n,
     assert all(c.op == "QuantizeLinear" for n in silus for c in n.outputs[0].outputs)
     groups = activation_groups(ort_qdq)
     assert all(np.asarray(g.zero_point.values).dtype == np.uint8 for g in groups)
+    # Concat inputs share the output's scale, so ORT's QLinearConcat copies instead of requantizing.
+    concat = ort_qdq.node("/model.2/Concat")
+    assert len({t.inputs[0].inputs[1].name for t in concat.inputs}) == 1
     # MaxPool shares one scale between input and output (ORT drops Q/DQ around it only then).
     pool = ort_qdq.nodes_by_op("MaxPool")[0]
     assert pool.inputs[0].inputs[0].inputs[1] is next(iter(pool.outputs[0].outputs)).inputs[1]

@@ -9,7 +9,8 @@ graph code. The three built-in profiles:
   com.microsoft QuickGelu(alpha=1) between a Q/DQ pair: ORT runs DQ->QuickGelu->Q as one pass over
   NHWC data, measured faster than QLinearSigmoid + QLinearMul (and it rounds once instead of twice). Ops that
   only move data (MaxPool, Resize, Split) share one scale between input and outputs, as ORT needs to
-  drop their Q/DQ. Biases become int32 with scale = input scale x weight scale (what QLinearConv takes).
+  drop their Q/DQ, and Concat inputs share the output's scale, so QLinearConcat copies bytes instead of
+  requantizing each input (measured: QLinearConcat 3.5 ms -> 0.9 ms per yolov8n run, SQNR unchanged). Biases become int32 with scale = input scale x weight scale (what QLinearConv takes).
 - ``trt``: TensorRT explicit quantization. S8 symmetric activations (zero point 0), per-channel weights
   on axis 0, Q/DQ only on Conv inputs, the residual-Add rule (the Add input produced by a Conv (+SiLU)
   fuses into that Conv's epilogue and gets no Q/DQ; the other input does), and data-movement ops
@@ -80,7 +81,8 @@ PROFILES: dict[str, QdqProfile] = {
         activation_symmetric=False,
         input_ops=_ORT_OPS,
         output_ops=_ORT_OPS,
-        shared_scale_ops=frozenset({"MaxPool", "Resize", "Split"}),
+        shared_scale_ops=frozenset({"MaxPool", "Resize", "Split", "Concat"}),
+        concat_shared_scale=True,
         silu_as="QuickGelu",
     ),
     "trt": QdqProfile(
