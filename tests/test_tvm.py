@@ -77,8 +77,11 @@ def monkeypatch_module():
 
 
 def test_target_strings_become_dicts():
+    from yolograph.backends.tvm.target import CPU_FAST_MATH
+
     spec = parse_target("llvm -mcpu=znver3 -num-cores=2")
-    assert spec == {"kind": "llvm", "mcpu": "znver3", "num-cores": 2}
+    assert spec == {"kind": "llvm", "mcpu": "znver3", "num-cores": 2, **CPU_FAST_MATH}
+    assert parse_target("llvm -mcpu=znver3 -fast-math-reassoc=false")["fast-math-reassoc"] is False
     assert parse_target("cuda -arch=sm_90") == {"kind": "cuda", "arch": "sm_90"}
     assert parse_target("llvm -mtriple=aarch64-linux-gnu -mattr=+neon,+v8.2a")["mattr"] == ["+neon", "+v8.2a"]
     assert parse_target('{"kind": "llvm", "mcpu": "skylake"}')["mcpu"] == "skylake"
@@ -239,3 +242,23 @@ def test_real_yolov8n_matches_ort_on_random_and_real_images(yolov8n, coco_dir, t
     inputs = [np.random.default_rng(0).random((1, 3, 640, 640), dtype=np.float32), image]
     for x in inputs:
         assert_close_groups(runner.predict(x), reference.predict(x))
+
+
+def test_benchmark_script_smoke(tmp_path):
+    """benchmarks/tvm.py --smoke runs every row (ORT, untuned, tuned, NHWC, INT8) on a tiny graph."""
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "tvm.py"
+    out = tmp_path / "tvm.json"
+    result = subprocess.run([sys.executable, str(script), "--smoke", "--out", str(out), "--work", str(tmp_path / "w")],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert {"ort-fp32", "tvm-untuned", "tvm-untuned-strict", "tvm-tuned-b1", "tvm-nhwc-untuned",
+            "ort-int8", "tvm-int8", "tvm-int8-fsim"} <= set(rows)
+    assert rows["tvm-tuned-b1"]["trials"] == 2 and rows["tvm-tuned-b1"]["tuned_kernels"] != "0/4"
+    for name in ("tvm-untuned", "tvm-untuned-strict", "tvm-tuned-b1", "tvm-nhwc-untuned"):
+        assert max(max(e.values()) for e in rows[name]["error_vs_ort"].values()) < 1e-3
+    assert rows["tvm-int8"]["int8"]["integer_conv2d"] == 2
+    assert all(r["median_ms"] > 0 for r in rows.values())
+    assert "| tvm-tuned-b1 |" in result.stdout
