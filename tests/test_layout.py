@@ -290,12 +290,15 @@ def test_int8_qdq_stays_adjacent_to_conv_and_detections_are_equal(int8_yolov8n, 
         if node.outputs[0].outputs and node.outputs[0].outputs[0].op == "Conv":
             assert node.outputs[0].outputs[0].name.endswith("dfl/conv/Conv")
     options = OrtOptions(threads=2)
-    reference = postprocess(OrtRunner(int8_yolov8n, options).predict(image), geometry, conf=0.25)
-    candidate = postprocess(OrtRunner(converted, options).run(np.transpose(image, NCHW_TO_NHWC))[0], geometry, conf=0.25)
-    assert len(reference.scores) > 0
-    np.testing.assert_array_equal(reference.classes, candidate.classes)
-    np.testing.assert_allclose(reference.boxes, candidate.boxes, atol=1e-2)
-    np.testing.assert_allclose(reference.scores, candidate.scores, atol=1e-4)
+    nchw_runner, nhwc_runner = OrtRunner(int8_yolov8n, options), OrtRunner(converted, options)
+    for frame, geometry in _image_feeds(coco_dir, 3):
+        image = to_input_tensor(frame)
+        reference = postprocess(nchw_runner.predict(image), geometry, conf=0.25)
+        candidate = postprocess(nhwc_runner.run(np.transpose(image, NCHW_TO_NHWC))[0], geometry, conf=0.25)
+        assert len(reference.scores) > 0
+        np.testing.assert_array_equal(reference.classes, candidate.classes)
+        np.testing.assert_allclose(reference.boxes, candidate.boxes, atol=1e-2)
+        np.testing.assert_allclose(reference.scores, candidate.scores, atol=1e-4)
 
 
 # -- TVM --------------------------------------------------------------------------------------------
