@@ -252,6 +252,13 @@ def test_io_only_and_internal_only(yolov8n):
     _assert_placement(transpose_census(internal_only.graph))
 
 
+@pytest.mark.parametrize("spec", ["to-nhwc{channels=bgr}", "to-nhwc{internal=false,input=uint8}"])
+def test_other_input_options_verify(yolov8n, spec):
+    converted, report = run_pipeline(yolov8n, spec, verify=True)
+    assert report.records[0].verified == "ok"
+    assert converted.inputs[0].shape == (1, 640, 640, 3)
+
+
 # -- INT8 ----------------------------------------------------------------------------------------------
 
 
