@@ -64,3 +64,11 @@ def test_save_is_atomic_and_leaves_no_temp_files(tmp_path, yolov8n):
 def test_save_refuses_the_input_file(yolov8n):
     with pytest.raises(ModelError, match="overwrite"):
         save_model(yolov8n, yolov8n.source)
+
+
+def test_shapes_and_macs_survive_contrib_ops(yolov8n):
+    """ort-cpu Q/DQ turns SiLU into com.microsoft QuickGelu; shape inference must see through it."""
+    quantized, _ = run_pipeline(yolov8n, "cleanup,insert-qdq{profile=ort-cpu}")
+    assert "QuickGelu" in quantized.op_histogram()
+    assert model_cost(quantized).macs == model_cost(yolov8n).macs
+    assert quantized.outputs[0].shape == (1, 84, 8400)
