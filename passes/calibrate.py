@@ -9,7 +9,7 @@ scale take the union. Then weight Q nodes are folded into int8 initializers and,
 for profiles that want it (ort-cpu, tvm), Conv biases become int32 with scale = input x weight scale.
 
 Contract: changes accuracy on purpose; output SQNR against the float model (before insert-qdq) stays
->= 14 dB on each output group (boxes, scores) on the verifier's inputs (see the docstring of
+>= 5 dB on each output group (boxes, scores) on the verifier's inputs (see the comment on
 CALIBRATE_MIN_SQNR_DB for how that floor was measured).
 """
 
@@ -29,11 +29,13 @@ from yolograph.quantization.profiles import get_profile
 from yolograph.quantization.qdq import PROFILE_KEY, activation_groups, finalize_weights, strip_activation_qdq
 from yolograph.quantization.scales import IntegerType, clip_range
 
-# Measured on the real yolov8n (see tests/test_quantization.py and benchmarks/README.md): the default
-# pipeline reaches ~30 dB on box rows and ~20 dB on score rows on real images, and lower on the verifier's
-# uniform-noise images (activations outside the calibrated ranges). 14 dB still catches a broken scale
-# (a wrong zero point or a mis-wired Q/DQ gives < 5 dB).
-CALIBRATE_MIN_SQNR_DB = 14.0
+# Measured on the real yolov8n with the verifier's inputs (two seeded uniform-noise images): box rows
+# 34-39 dB for every method; score rows 12.5-14.5 dB with percentile and 7.5-9.6 dB with minmax (2 to 32
+# calibration images); on coco128 images the scores reach 13-16 dB. Scores are the weak group: most are
+# ~1e-3 and carry little energy. A broken quantization is far below: quantizing the decode's final Concat
+# with one scale (what ORT's quantize_static does by default) rounds every score to 0, i.e. 0.0 dB.
+# 5 dB sits between the broken case and the weakest legitimate configuration.
+CALIBRATE_MIN_SQNR_DB = 5.0
 
 
 @dataclass(frozen=True)

@@ -257,3 +257,15 @@ def test_sensitivity_report_and_plot(yolov8n, coco_dir, tmp_path):
     assert score_row.boxes_sqnr_db == float("inf")
     assert len(report.table().splitlines()) == 2 + len(layers)
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_verify_catches_a_quantized_decode(yolov8n, coco_dir):
+    """Quantizing the decode's final Concat (boxes 0-640 and scores 0-1 under one scale) zeroes every
+    score: --verify must reject it through calibrate's SQNR contract, while the head-aware default passes."""
+    from yolograph.errors import ContractViolation
+
+    with pytest.raises(ContractViolation, match="calibrate.*SQNR"):
+        run_pipeline(yolov8n, f"insert-qdq{{head_aware=false}},calibrate{{method=minmax,count=2,images={coco_dir}}}",
+                     verify=True)
+    _, report = run_pipeline(yolov8n, f"insert-qdq,calibrate{{method=minmax,count=2,images={coco_dir}}}", verify=True)
+    assert [r.verified for r in report.records] == ["deferred", "ok"]

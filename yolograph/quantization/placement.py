@@ -61,6 +61,7 @@ def plan_qdq(model: Model, profile: QdqProfile, region: Region = Region(), ops: 
     as float Convs over int8 weights in ORT (no QLinearConv without an output Q).
     """
     graph = model.graph
+    _assign_inferred_dtypes(model)
     allowed = set(ops) if ops else set(profile.quantized_ops)
     inside = {n.name for n in graph.nodes if n.op in allowed and region.selects(model, n)}
     nodes = [n for n in graph.nodes if n.name in inside]
@@ -161,6 +162,23 @@ def _is_float_activation(tensor: gs.Tensor) -> bool:
         return False  # already quantized
     dtype = tensor.dtype
     return dtype is None or np.dtype(dtype) == np.float32 if not isinstance(dtype, int) else dtype == 1
+
+
+def _assign_inferred_dtypes(model: Model) -> None:
+    """Fill in missing tensor dtypes from ONNX type inference, so int64 shape arithmetic (Shape, Gather,
+    ...) is never mistaken for a float activation."""
+    import onnx
+
+    if all(t.dtype is not None for t in model.graph.tensors().values()):
+        return
+    try:
+        proto = onnx.shape_inference.infer_shapes(model.to_onnx())
+    except Exception:  # custom ops: keep what graphsurgeon knows
+        return
+    types = {v.name: v.type.tensor_type.elem_type for v in (*proto.graph.value_info, *proto.graph.input, *proto.graph.output)}
+    for name, tensor in model.graph.tensors().items():
+        if tensor.dtype is None and types.get(name):
+            tensor.dtype = onnx.helper.tensor_dtype_to_np_dtype(types[name])
 
 
 def _find(parent: dict[str, str], name: str) -> str:
