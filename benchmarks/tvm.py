@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    os.environ["YOLOGRAPH_TVM_TUNING_DB"] = str(work / "db-none")  # untuned rows see no records
+    os.environ["YOLOGRAPH_TVM_TUNING_DB"] = str(work / "db-none")  # untuned rows see no records,
+    os.environ["YOLOGRAPH_TVM_SHIPPED_RECORDS"] = "0"  # not even the shipped ones (data/tuning)
 
     if args.smoke:
         model = tiny_model()

@@ -122,6 +122,8 @@ def compile_model(model: Model, output: Path, *, target: str | None = None, tune
         **facts,
         "tuning": {
             "database": str(options.tuning_db),
+            "databases_read": [str(p) for p in tuning.database_dirs(options.tuning_db, target_obj)
+                               if (p / "database_workload.json").exists()],
             "tasks": coverage.total,
             "tuned_tasks": coverage.tuned,
             **(tune_report.to_json() if tune_report else {}),

@@ -1,9 +1,11 @@
-"""Compile conv2d in NHWC: Relax ConvertLayout + FoldConstant, then count the layout transforms left.
+"""Compile conv2d in NHWC and count the layout transforms left.
 
-ConvertLayout rewrites every conv2d to NHWC data / OHWI weights and propagates the layout through
-layout-agnostic ops; transposes (permute_dims / layout_transform) remain where an op cannot take
-NHWC. FoldConstant then folds the transposes of constant weights away. Numerically equal to NCHW
-within float rounding (same arithmetic, other summation order).
+Uses yolograph.layout.relax_absorb (the Relax side of the to-nhwc pass): relax ConvertLayout puts
+every conv2d in NHWC/OHWI, pools/resizes fed by NHWC data follow, consecutive permute_dims
+compose or cancel, and FoldConstant folds the weight layouts. On an NCHW model this converts the
+convs and leaves transposes at the boundaries; on a to-nhwc model it removes the
+Transpose->Conv->Transpose wrapping, leaving only the permutes at the model's I/O.
+Numerically equal to NCHW within float rounding (same arithmetic, other memory order).
 """
 
 from __future__ import annotations
@@ -13,24 +15,35 @@ from collections import Counter
 LAYOUT_OPS = ("relax.permute_dims", "relax.layout_transform")
 
 
-def op_counts(mod, function: str = "main") -> Counter:
-    """How many calls of each Relax operator `function` binds (dataflow and plain blocks)."""
+def layout_transform_count(census: Counter) -> int:
+    return sum(census[name] for name in LAYOUT_OPS)
+
+
+def fold_constant_permutes(mod):
+    """permute_dims(constant) -> the transposed constant, in numpy.
+
+    Relax FoldConstant would JIT-build one kernel per weight transpose (about 1 s each on a busy
+    2-core machine: ~70 s for yolov8n); transposing the weights here takes milliseconds.
+    """
     from tvm import relax
+    from tvm.ir.expr import GenericConst
+    from tvm.relax.expr_functor import PyExprMutator, mutator
 
-    counts: Counter = Counter()
-    body = mod[function].body
-    for block in body.blocks:
-        for binding in block.bindings:
-            value = binding.value
-            if isinstance(value, relax.Call) and isinstance(value.op, type(relax.op.add(
-                    relax.const(0.0), relax.const(0.0)).op)):
-                counts[value.op.name] += 1
-    return counts
+    @mutator
+    class PermuteFolder(PyExprMutator):
+        def visit_call_(self, call):
+            call = super().visit_call_(call)
+            if getattr(call.op, "name", "") == "relax.permute_dims" and isinstance(call.args[0], GenericConst):
+                value = call.args[0].value.numpy()
+                axes = call.attrs.axes
+                order = [int(a) for a in axes] if axes is not None else list(range(value.ndim))[::-1]
+                return relax.const(value.transpose(order).copy())
+            return call
 
-
-def layout_transform_count(mod) -> int:
-    counts = op_counts(mod)
-    return sum(counts[name] for name in LAYOUT_OPS)
+    folder = PermuteFolder(mod)
+    main = mod.get_global_var("main")
+    folder.builder_.update_func(main, folder.visit_expr(mod["main"]))
+    return folder.builder_.get()
 
 
 def convert_to_nhwc(mod):
@@ -38,30 +51,21 @@ def convert_to_nhwc(mod):
     import tvm
     from tvm import relax
 
-    before = layout_transform_count(mod)
-    converted = tvm.transform.Sequential([
-        relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]}),
-        relax.transform.CanonicalizeBindings(),
-        relax.transform.FoldConstant(),
-        relax.transform.DeadCodeElimination(),
-    ])(mod)
-    convs = _conv_layouts(converted)
+    from yolograph.layout.relax_absorb import absorb_nhwc_wraps, layout_census
+
+    before = layout_census(mod)
+    # ConvertLayout first so the OIHW->OHWI weight permutes can be folded in numpy; absorb_nhwc_wraps
+    # then finds the convs already in NHWC and only moves pools/resizes and cancels permutes.
+    mod = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]})(mod)
+    mod = tvm.transform.Sequential([relax.transform.CanonicalizeBindings()])(fold_constant_permutes(mod))
+    converted = absorb_nhwc_wraps(mod)
+    after = layout_census(converted)
+    convs = sum(count for key, count in after.items() if key.startswith("conv2d:"))
     stats = {
-        "conv2d": len(convs),
-        "conv2d_nhwc": sum(1 for layout in convs if layout == "NHWC"),
-        "layout_transforms_before": before,
-        "layout_transforms_after": layout_transform_count(converted),
+        "conv2d": convs,
+        "conv2d_nhwc": after.get("conv2d:NHWC", 0),
+        "layout_transforms_before": layout_transform_count(before),
+        "layout_transforms_after": layout_transform_count(after),
+        "census_after": dict(after),
     }
     return converted, stats
-
-
-def _conv_layouts(mod) -> list[str]:
-    from tvm import relax
-
-    layouts = []
-    for block in mod["main"].body.blocks:
-        for binding in block.bindings:
-            value = binding.value
-            if isinstance(value, relax.Call) and getattr(value.op, "name", "") in ("relax.nn.conv2d",):
-                layouts.append(str(value.attrs.data_layout))
-    return layouts

@@ -51,7 +51,11 @@ def to_relax(model: Model):
         mod = from_onnx(proto, shape_dict=shapes, dtype_dict=dtypes)
     except Exception as exc:  # noqa: BLE001 - the importer raises plain exceptions for unsupported ops
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BackendError(f"TVM's Relax ONNX importer cannot read the model: {first}.") from exc
+        hint = ""
+        if model.metadata.get("yolograph.layout") == "NHWC" and model.nodes_by_op("Resize"):
+            hint = (" The importer reads every Resize as NCHW: for TVM run to-nhwc with nchw_ops=Resize, "
+                    "or compile the NCHW model with --layout NHWC.")
+        raise BackendError(f"TVM's Relax ONNX importer cannot read the model: {first}.{hint}") from exc
     ret = mod["main"].ret_ty
     if "ndim=" in str(ret) or "?" in str(ret):
         raise BackendError(f"The model's outputs have dynamic shapes in Relax ({ret}); "

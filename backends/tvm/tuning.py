@@ -30,6 +30,7 @@ from typing import Any
 from yolograph.errors import BackendError
 
 DB_ENV_VAR = "YOLOGRAPH_TVM_TUNING_DB"
+SHIPPED_ENV_VAR = "YOLOGRAPH_TVM_SHIPPED_RECORDS"  # "0": ignore data/tuning (benchmarks of untuned code)
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "data" / "tuning"
 BUILD_TIMEOUT_S = 60.0
 RUN_TIMEOUT_S = 30.0
@@ -60,7 +61,7 @@ def database_dirs(db_dir: Path | None, target) -> list[Path]:
     if db_dir is not None:
         dirs.append(Path(db_dir) / key)
     shipped = SHIPPED_DIR / key
-    if shipped.is_dir():
+    if shipped.is_dir() and os.environ.get(SHIPPED_ENV_VAR, "1") != "0":
         dirs.append(shipped)
     return dirs
 
