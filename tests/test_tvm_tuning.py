@@ -93,3 +93,33 @@ def test_rpc_errors_are_clear(tmp_path):
     with pytest.raises(BackendError, match="Cannot reach the TVM RPC tracker"):
         ytvm.compile_model(model, tmp_path / "m.so", tune_trials=2, tuning_db=tmp_path,
                            rpc=f"127.0.0.1:{_free_port()}:nobody")
+
+
+def test_interrupted_tune_keeps_what_it_measured(tmp_path):
+    """Ctrl-C during the first pass over the tasks (before MetaSchedule joins any batch) keeps the records."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(1)
+    inits = {"w1": rng.normal(0, 0.3, (8, 4, 3, 3)).astype(np.float32),
+             "w2": rng.normal(0, 0.3, (8, 8, 1, 1)).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], name="c1", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"], name="r1"),
+             helper.make_node("Conv", ["r1", "w2"], ["y"], name="c2")]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 16, 16])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])], inits)
+    db = tmp_path / "db"
+    options = resolve_options(model, target="llvm", tune_trials=0, tune_seconds=None, tuning_db=db, rpc=None,
+                              layout=None, int8=None)
+    mod, _ = lower_to_relax(model, options)
+    target = validate_target(options.target)
+    assert len(tuning.extract_tasks(mod, target)) >= 2
+
+    def interrupt(batch: int) -> None:
+        if batch == 2:  # the first task's batch was built and sent to the runner, not yet joined
+            raise KeyboardInterrupt
+
+    builder = tuning.ForkBuilder(max_workers=1, on_batch=interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        tuning.tune(mod, target, db, trials=40, num_trials_per_iter=2, builder=builder)
+    assert records_in(db) == 2
+    assert tuning.coverage(mod, target, db).tuned == 1

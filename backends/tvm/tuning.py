@@ -235,8 +235,14 @@ def _cost_model_kind() -> str:
 
 
 def tune(mod, target, db_dir: Path, *, trials: int = 0, seconds: float | None = None, rpc: str | None = None,
-         num_trials_per_iter: int | None = None, strategy: str = "evolutionary", seed: int = 0) -> TuneReport:
-    """Tune every kernel of `mod` that has no record yet; records go to `db_dir` as they are measured."""
+         num_trials_per_iter: int | None = None, strategy: str = "evolutionary", seed: int = 0,
+         builder=None) -> TuneReport:
+    """Tune every kernel of `mod` that has no record yet; records go to `db_dir` as they are measured.
+
+    MetaSchedule commits a batch of measurements to the database when it joins the batch, which the
+    gradient scheduler does lazily (after its first pass over all tasks). On Ctrl-C every running
+    batch is joined first, so everything measured so far is kept; then KeyboardInterrupt propagates.
+    """
     from tvm.s_tir import meta_schedule as ms
 
     check_serialization()
@@ -255,7 +261,8 @@ def tune(mod, target, db_dir: Path, *, trials: int = 0, seconds: float | None = 
     primary = database if not isinstance(database, ms.database.UnionDatabase) else \
         ms.database.JSONDatabase(work_dir=str(primary_dir), allow_missing=True)
     cores = int(target.attrs.get("num-cores", os.cpu_count() or 1)) if target.kind.name == "llvm" else (os.cpu_count() or 1)
-    builder = ForkBuilder(max_workers=max(1, min(cores, os.cpu_count() or 1)), timeout_sec=BUILD_TIMEOUT_S)
+    if builder is None:
+        builder = ForkBuilder(max_workers=max(1, min(cores, os.cpu_count() or 1)), timeout_sec=BUILD_TIMEOUT_S)
     runner = make_runner(rpc)
     monitor = TuningMonitor(total_trials=trials if trials < 10**9 else None, seconds=seconds,
                             task_names=[t.task_name for t in todo])
@@ -273,17 +280,24 @@ def tune(mod, target, db_dir: Path, *, trials: int = 0, seconds: float | None = 
     work_dir = str(primary_dir)  # MetaSchedule writes its logs under <work_dir>/logs
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
         todo, work_dir, strategy=_search_strategy(strategy, report.cost_model), num_threads=cores, seed=seed)
+    scheduler = ms.task_scheduler.TaskScheduler.create("gradient")
+    sigint = _SigintFlag()
     try:
-        ms.tune.tune_tasks(
-            tasks=contexts, task_weights=weights, work_dir=work_dir,
-            max_trials_global=trials, max_trials_per_task=trials, num_trials_per_iter=per_iter,
-            builder=builder, runner=runner, database=primary, cost_model=report.cost_model,
-            measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), monitor],
-            task_scheduler="gradient",
-        )
-    except KeyboardInterrupt:
-        _say(f"\ntune: interrupted; {monitor.trials} measured trials are kept in {primary_dir}")
-        raise
+        with sigint:
+            ms.tune.tune_tasks(
+                tasks=contexts, task_weights=weights, work_dir=work_dir,
+                max_trials_global=trials, max_trials_per_task=trials, num_trials_per_iter=per_iter,
+                builder=builder, runner=runner, database=primary, cost_model=report.cost_model,
+                measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), monitor],
+                task_scheduler=scheduler,
+            )
+    except BaseException as exc:
+        if not (isinstance(exc, KeyboardInterrupt) or sigint.fired or getattr(builder, "interrupted", False)):
+            raise
+        _join_all(scheduler, len(contexts))
+        monitor.finish()
+        _say(f"tune: interrupted; measured records are kept in {primary_dir}")
+        raise KeyboardInterrupt from exc
     finally:
         monitor.finish()
     report.seconds = round(time.perf_counter() - start, 1)
@@ -296,6 +310,39 @@ def tune(mod, target, db_dir: Path, *, trials: int = 0, seconds: float | None = 
     _say(f"tune: {report.trials_run} trials in {report.seconds:.0f} s; {report.tasks_tuned_now} of {len(todo)} "
          f"kernels got records ({report.failed_trials} failed candidates)")
     return report
+
+
+class _SigintFlag:
+    """While active, Ctrl-C also sets `fired` (TVM turns the KeyboardInterrupt into a RuntimeError)."""
+
+    def __init__(self) -> None:
+        self.fired = False
+        self.previous = None
+
+    def _handler(self, signum, frame):
+        self.fired = True
+        raise KeyboardInterrupt
+
+    def __enter__(self):
+        try:
+            self.previous = signal.signal(signal.SIGINT, self._handler)
+        except ValueError:  # not the main thread: leave signals alone
+            self.previous = None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+def _join_all(scheduler, count: int) -> None:
+    """Join every task's running batch so its measurements reach the database (after Ctrl-C)."""
+    for task_id in range(count):
+        try:
+            if scheduler.tasks_[task_id].measure_candidates is not None:  # a batch is out
+                scheduler.join_running_task(task_id)
+        except Exception:  # noqa: BLE001 - a task with nothing running, or a failed join: nothing to keep
+            continue
 
 
 def _search_strategy(kind: str, cost_model: str):
@@ -329,12 +376,26 @@ def _define_classes():
     class ForkBuilder(PyBuilder):
         """Builds each candidate in os.fork() of this process (TVM already loaded), with a timeout."""
 
-        def __init__(self, max_workers: int = 1, timeout_sec: float = BUILD_TIMEOUT_S) -> None:
+        def __init__(self, max_workers: int = 1, timeout_sec: float = BUILD_TIMEOUT_S, on_batch=None) -> None:
             super().__init__()
             self.max_workers = max_workers
             self.timeout_sec = timeout_sec
+            self.on_batch = on_batch  # called with the batch number before each batch (hooks, tests)
+            self.batches = 0
+            self.interrupted = False
 
         def build(self, build_inputs):
+            # KeyboardInterrupt reaches tune() as a bare RuntimeError through TVM's C++ scheduler: note it.
+            try:
+                return self._build(build_inputs)
+            except KeyboardInterrupt:
+                self.interrupted = True
+                raise
+
+        def _build(self, build_inputs):
+            self.batches += 1
+            if self.on_batch is not None:
+                self.on_batch(self.batches)
             results: list[Any] = [None] * len(build_inputs)
             pending = list(enumerate(build_inputs))
             running: dict[int, tuple[int, int, float]] = {}  # index -> (pid, read fd, start)
