@@ -11,6 +11,8 @@ from yolograph.errors import ModelError
 from yolograph.ir.model import Model
 
 MIN_OPSET, MAX_OPSET = 13, 21
+# ONNX Runtime's contrib ops (e.g. QuickGelu from insert-qdq{profile=ort-cpu}) are ours to read back.
+KNOWN_DOMAINS = ("", "ai.onnx", "com.microsoft")
 
 
 def load_onnx(path: str | Path) -> Model:
@@ -39,9 +41,12 @@ def model_from_proto(proto: onnx.ModelProto, source: str | None = None) -> Model
             f"{name} uses opset {opset}; yolograph reads opsets {MIN_OPSET}-{MAX_OPSET}. "
             "Re-export with e.g. export(format='onnx', opset=17)."
         )
-    custom = sorted({n.domain for n in proto.graph.node if n.domain not in ("", "ai.onnx")})
+    custom = sorted({n.domain for n in proto.graph.node if n.domain not in KNOWN_DOMAINS})
     if custom:
-        raise ModelError(f"{name} uses custom operator domains {custom}; only standard ONNX ops are supported.")
+        raise ModelError(
+            f"{name} uses custom operator domains {custom}; yolograph reads standard ONNX ops and "
+            "ONNX Runtime's com.microsoft ops."
+        )
     return Model.from_onnx(proto, source=source)
 
 

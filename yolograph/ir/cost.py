@@ -70,8 +70,10 @@ def count_params(model: Model) -> int:
 
 
 def _through_dequantize(tensor: gs.Tensor) -> gs.Tensor:
-    if tensor.inputs and tensor.inputs[0].op == "DequantizeLinear":
-        return tensor.inputs[0].inputs[0]
+    """The stored weight behind a (Quantize ->) Dequantize chain: int8 after calibrate, float before."""
+    for op in ("DequantizeLinear", "QuantizeLinear"):
+        if tensor.inputs and tensor.inputs[0].op == op:
+            tensor = tensor.inputs[0].inputs[0]
     return tensor
 
 

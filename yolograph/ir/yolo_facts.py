@@ -63,10 +63,7 @@ def read_yolo_facts(model: Model) -> YoloFacts:
     num_classes = None
     if head_convs and len(output_shape) == 3 and output_shape[1] > 4:
         num_classes = output_shape[1] - 4
-    reg_max = None
-    if dfl_conv is not None:
-        weight = model.node(dfl_conv).inputs[1]
-        reg_max = int(weight.shape[1]) if weight.shape else None
+    reg_max = _reg_max(model, dfl_conv, decode)
     return YoloFacts(
         task=meta.get("task") or ("detect" if num_classes else None),
         stride=int(meta["stride"]) if meta.get("stride", "").isdigit() else None,
@@ -79,6 +76,19 @@ def read_yolo_facts(model: Model) -> YoloFacts:
         decode_nodes=frozenset(decode),
         dfl_conv=dfl_conv,
     )
+
+
+def _reg_max(model: Model, dfl_conv: str | None, decode: set[str]) -> int | None:
+    """DFL bins: the DFL conv's input channels, else the size of the decode Softmax's axis."""
+    if dfl_conv is not None:
+        weight = model.node(dfl_conv).inputs[1]
+        return int(weight.shape[1]) if weight.shape else None
+    for name in decode:
+        node = model.node(name)
+        shape = model.shape_of(node.inputs[0].name) if node.op == "Softmax" else None
+        if shape:
+            return int(shape[node.attrs.get("axis", -1)])
+    return None
 
 
 def _parse_names(text: str | None) -> dict[int, str]:
