@@ -59,19 +59,24 @@ def conv_sites(model: Model, analysis: ChannelAnalysis) -> list[ConvSite]:
 
 def macs_after(sites: list[ConvSite], removed: np.ndarray) -> int:
     """Exact conv MACs once the classes `removed` (array of roots) are gone."""
+    if len(removed) == 0:
+        return int(sum(site.macs for site in sites))
+    mask = np.zeros(int(removed.max()) + 1, dtype=bool)
+    mask[removed] = True
     total = 0.0
     for site in sites:
-        keep_in = _kept_fraction(site.in_roots, removed)
-        keep_out = _kept_fraction(site.out_roots, removed)
+        keep_in = _kept_fraction(site.in_roots, mask)
+        keep_out = _kept_fraction(site.out_roots, mask)
         # Depthwise: input and output channels are the same classes, so count the fraction once.
         total += site.macs * (keep_out if site.depthwise else keep_in * keep_out)
     return int(round(total))
 
 
-def _kept_fraction(roots: np.ndarray | None, removed: np.ndarray) -> float:
-    if roots is None or len(roots) == 0 or len(removed) == 0:
+def _kept_fraction(roots: np.ndarray | None, removed_mask: np.ndarray) -> float:
+    if roots is None or len(roots) == 0:
         return 1.0
-    return 1.0 - float(np.count_nonzero(np.isin(roots, removed))) / len(roots)
+    inside = roots[roots < len(removed_mask)]
+    return 1.0 - float(np.count_nonzero(removed_mask[inside])) / len(roots)
 
 
 # -- importance -------------------------------------------------------------------------------------
@@ -147,6 +152,7 @@ class SelectionRules:
     round_to: int = 8
     min_channels: int = 8
     exclude: tuple[str, ...] = ()
+    max_fraction: float = 1.0  # never remove more than this fraction of a group
 
 
 def candidate_groups(groups: list[ChannelGroup], rules: SelectionRules) -> list[ChannelGroup]:
@@ -169,7 +175,7 @@ def _matches(name: str, pattern: str) -> bool:
 def allowed_removal(group: ChannelGroup, wanted: int, rules: SelectionRules) -> int:
     """The largest removal count <= wanted that leaves a multiple of round_to and >= min_channels."""
     step = max(1, rules.round_to)
-    floor = max(1, rules.min_channels)
+    floor = max(1, rules.min_channels, int(np.ceil(group.size * (1.0 - rules.max_fraction))))
     kept = group.size - max(0, min(wanted, group.size))
     kept = max(kept, floor)
     if kept % step:
@@ -196,7 +202,10 @@ def select_classes(
     """
     candidates = candidate_groups(groups, rules)
     if not candidates:
-        return {}
+        raise PassError(
+            "prune cannot remove anything: no channel group is prunable after min_channels/exclude; "
+            "relax exclude= or min_channels=."
+        )
     normalized = normalized_scores(candidates, scores)
     ranked = {
         g.id: sorted(g.classes, key=lambda r: normalized[r] * (group_weight or {}).get(g.id, 1.0)) for g in candidates
@@ -489,112 +498,110 @@ def error_models(model: Model, analysis: ChannelAnalysis, moments: Moments, ridg
     return models
 
 
-def greedy_select(
-    groups: list[ChannelGroup],
-    analysis: ChannelAnalysis,
-    errors: dict[str, _TensorError],
-    sites: list[ConvSite],
-    *,
-    target: str,
-    amount: float,
-    rules: SelectionRules,
-) -> set[int]:
-    """Remove chunks of round_to channels, cheapest predicted error per MAC (or per channel) first.
+class ErrorGreedy:
+    """Greedy channel selection by predicted reconstruction error (see `select`)."""
 
-    Each step scores, for every candidate group, its next chunk (chosen channel by channel, each time the
-    class whose removal adds the least predicted error, correlations included) and removes the chunk with
-    the lowest error per MAC saved. Only groups touched by the last step are rescored.
-    """
-    candidates = candidate_groups(groups, rules)
-    if not candidates:
-        return set()
-    tensor_positions: dict[str, dict[int, np.ndarray]] = {}
-    for name in errors:
-        roots = analysis.tensor_roots(name)
-        by_root: dict[int, list[int]] = defaultdict(list)
-        for position, root in enumerate(roots.tolist()):
-            by_root[root].append(position)
-        tensor_positions[name] = {root: np.asarray(p) for root, p in by_root.items()}
-    group_tensors = {
-        g.id: [t for t in errors if any(root in tensor_positions[t] for root in g.classes)] for g in candidates
-    }
-    tensor_groups: dict[str, list[int]] = defaultdict(list)
-    for gid, names in group_tensors.items():
-        for name in names:
-            tensor_groups[name].append(gid)
-    base_macs = macs_after(sites, np.zeros(0, dtype=np.int64))
-    total_classes = sum(g.size for g in candidates)
-    remaining = {g.id: list(g.classes) for g in candidates}
-    removed: list[int] = []
-    cache: dict[int, tuple[float, list[int]] | None] = {}
+    def __init__(self, groups: list[ChannelGroup], analysis: ChannelAnalysis, errors: dict[str, _TensorError],
+                 sites: list[ConvSite], rules: SelectionRules) -> None:
+        self.candidates = candidate_groups(groups, rules)
+        self.errors, self.sites, self.rules = errors, sites, rules
+        self.positions: dict[str, dict[int, np.ndarray]] = {}
+        for name in errors:
+            by_root: dict[int, list[int]] = defaultdict(list)
+            for position, root in enumerate(analysis.tensor_roots(name).tolist()):
+                by_root[root].append(position)
+            self.positions[name] = {root: np.asarray(p) for root, p in by_root.items()}
+        self.group_tensors = {
+            g.id: [t for t in errors if any(root in self.positions[t] for root in g.classes)] for g in self.candidates
+        }
 
-    def next_chunk(gid: int) -> tuple[float, list[int]] | None:
-        kept = len(remaining[gid])
-        size = kept % rules.round_to or rules.round_to
-        if kept - size < max(rules.min_channels, 1):
-            return None
-        states = {t: errors[t].clone() for t in group_tensors[gid]}
-        pool = list(remaining[gid])
+    def chunk(self, gid: int, pool: list[int], size: int,
+              errors: dict[str, _TensorError] | None = None) -> tuple[float, list[int]]:
+        """The `size` classes of `pool` to remove next (one by one, least added error first) and their error."""
+        errors = errors or self.errors
+        states = {t: errors[t].clone() for t in self.group_tensors[gid]}
+        pool = list(pool)
         chosen, cost = [], 0.0
         for _ in range(size):
             total = np.zeros(len(pool))
             for name, state in states.items():
-                present = tensor_positions[name]
+                present = self.positions[name]
                 by_width: dict[int, list[int]] = defaultdict(list)
                 for index, root in enumerate(pool):
                     if root in present:
                         by_width[len(present[root])].append(index)
                 for indices in by_width.values():
-                    positions = np.stack([present[pool[i]] for i in indices])
-                    total[indices] += state.delta(positions)
+                    total[indices] += state.delta(np.stack([present[pool[i]] for i in indices]))
             best = int(np.argmin(total))
             cost += float(total[best])
             root = pool.pop(best)
             chosen.append(root)
             for name, state in states.items():
-                if root in tensor_positions[name]:
-                    state.remove(tensor_positions[name][root])
+                if root in self.positions[name]:
+                    state.remove(self.positions[name][root])
         return cost, chosen
 
-    current = 0.0
-    current_removed = np.zeros(0, dtype=np.int64)
-    while current < amount:
-        best_gid, best_priority, best_chunk = None, np.inf, None
-        macs_now = macs_after(sites, current_removed)
-        for gid in remaining:
-            if gid not in cache:
-                cache[gid] = next_chunk(gid)
-            entry = cache[gid]
-            if entry is None:
-                continue
-            cost, chunk = entry
+    def select(self, *, target: str, amount: float, weights: dict[int, float] | None = None) -> set[int]:
+        """Remove chunks of round_to channels, cheapest (weighted) predicted error per MAC (or per channel)
+        first, until `amount` of the MACs (target "macs") or of the candidate channels ("ratio") are gone.
+
+        Each step scores every candidate group's next chunk and removes the best one; only groups that
+        share a feature map with the last removed chunk are rescored. `weights` scale a group's predicted
+        error (measured end-to-end sensitivity).
+        """
+        rules, sites = self.rules, self.sites
+        errors = {name: model.clone() for name, model in self.errors.items()}
+        tensor_groups: dict[str, list[int]] = defaultdict(list)
+        for gid, names in self.group_tensors.items():
+            for name in names:
+                tensor_groups[name].append(gid)
+        base_macs = macs_after(sites, np.zeros(0, dtype=np.int64))
+        total_classes = sum(g.size for g in self.candidates) or 1
+        remaining = {g.id: list(g.classes) for g in self.candidates}
+        by_id = {g.id: g for g in self.candidates}
+        removed: list[int] = []
+        cache: dict[int, tuple[float, list[int]] | None] = {}
+        current, current_removed = 0.0, np.zeros(0, dtype=np.int64)
+        while current < amount:
+            best_gid, best_priority, best_chunk = None, np.inf, None
+            macs_now = macs_after(sites, current_removed)
+            for gid in remaining:
+                if gid not in cache:
+                    kept = len(remaining[gid])
+                    size = kept % rules.round_to or rules.round_to
+                    floor = max(rules.min_channels, 1, int(np.ceil(len(by_id[gid].classes) * (1.0 - rules.max_fraction))))
+                    cache[gid] = None if kept - size < floor else self.chunk(gid, remaining[gid], size, errors)
+                entry = cache[gid]
+                if entry is None:
+                    continue
+                cost, chunk = entry
+                if target == "macs":
+                    trial = np.concatenate([current_removed, np.asarray(chunk, dtype=np.int64)])
+                    gain = (macs_now - macs_after(sites, trial)) / base_macs
+                else:
+                    gain = len(chunk) / total_classes
+                priority = cost * (weights or {}).get(gid, 1.0) / max(gain, 1e-12)
+                if priority < best_priority:
+                    best_gid, best_priority, best_chunk = gid, priority, chunk
+            if best_gid is None:
+                raise PassError(
+                    f"prune cannot remove {amount:.0%} of the {'MACs' if target == 'macs' else 'prunable channels'}: "
+                    f"it stopped at {current:.1%} with round_to={rules.round_to}, min_channels={rules.min_channels} "
+                    "and the exclusions given; lower the target or relax them."
+                )
+            removed += best_chunk
+            current_removed = np.asarray(removed, dtype=np.int64)
+            for root in best_chunk:
+                remaining[best_gid].remove(root)
+            for name in self.group_tensors[best_gid]:
+                gone = [self.positions[name][r] for r in best_chunk if r in self.positions[name]]
+                if gone:
+                    errors[name].remove(np.concatenate(gone))
+                for gid in tensor_groups[name]:
+                    cache.pop(gid, None)
+            cache.pop(best_gid, None)
             if target == "macs":
-                trial = np.concatenate([current_removed, np.asarray(chunk, dtype=np.int64)])
-                gain = (macs_now - macs_after(sites, trial)) / base_macs
+                current = 1.0 - macs_after(sites, current_removed) / base_macs
             else:
-                gain = len(chunk) / total_classes
-            priority = cost / max(gain, 1e-12)
-            if priority < best_priority:
-                best_gid, best_priority, best_chunk = gid, priority, chunk
-        if best_gid is None:
-            raise PassError(
-                f"prune cannot remove {amount:.0%} of the {'MACs' if target == 'macs' else 'prunable channels'}: "
-                f"it stopped at {current:.1%} with round_to={rules.round_to}, min_channels={rules.min_channels} "
-                "and the exclusions given; lower the target or relax them."
-            )
-        removed += best_chunk
-        current_removed = np.asarray(removed, dtype=np.int64)
-        for root in best_chunk:
-            remaining[best_gid].remove(root)
-        for name in group_tensors[best_gid]:
-            gone = [tensor_positions[name][r] for r in best_chunk if r in tensor_positions[name]]
-            if gone:
-                errors[name].remove(np.concatenate(gone))
-            for gid in tensor_groups[name]:
-                cache.pop(gid, None)
-        cache.pop(best_gid, None)
-        if target == "macs":
-            current = 1.0 - macs_after(sites, current_removed) / base_macs
-        else:
-            current = len(removed) / total_classes
-    return set(removed)
+                current = len(removed) / total_classes
+        return set(removed)

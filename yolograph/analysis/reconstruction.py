@@ -37,9 +37,16 @@ def _runner_with_outputs(model: Model, names: Sequence[str]):
     return OrtRunner(proto.SerializeToString(), OrtOptions(threads=2))
 
 
+# Statistics use at most this many (evenly strided) positions per image and feature map: high-resolution
+# maps have 25k-100k positions, far more than a (C+1)^2 moment needs, and the grams dominate the cost.
+MAX_POSITIONS = 1024
+
+
 def _flat(array: np.ndarray) -> np.ndarray:
-    """[1, C, H, W] -> [C, H*W] float32."""
-    return np.ascontiguousarray(array.reshape(array.shape[1], -1), dtype=np.float32)
+    """[1, C, H, W] -> [C, P] float32 with P <= MAX_POSITIONS evenly strided positions."""
+    flat = array.reshape(array.shape[1], -1)
+    step = -(-flat.shape[1] // MAX_POSITIONS)
+    return np.ascontiguousarray(flat[:, ::step], dtype=np.float32)
 
 
 def _augment(features: np.ndarray) -> np.ndarray:
@@ -123,3 +130,98 @@ def apply_channel_map(weight: np.ndarray, bias: np.ndarray | None, mapping: np.n
     base = np.zeros(w.shape[0]) if bias is None else np.asarray(bias, np.float64)
     dtype = np.asarray(weight).dtype
     return new_weight.astype(dtype), (base + shift).astype(dtype)
+
+
+# -- sequential (level by level) reconstruction ------------------------------------------------------
+
+
+class LevelRunner:
+    """Runs a model over fixed images one segment at a time, keeping only the frontier tensors.
+
+    `run_until(targets)` executes just the nodes still needed for `targets` (cut at tensors computed
+    earlier, which are cached per image), returns the targets per image, and caches every tensor later
+    nodes still read. Weights may change between calls: each segment is built from the current graph.
+    """
+
+    def __init__(self, model: Model, images: Sequence[np.ndarray]) -> None:
+        self.model = model
+        input_name = model.graph.inputs[0].name
+        self.cache: list[dict[str, np.ndarray]] = [{input_name: image} for image in images]
+        self.done: set[str] = set()
+
+    def run_until(self, targets: Sequence[str]) -> list[dict[str, np.ndarray]]:
+        import networkx as nx
+
+        view = self.model.nx_graph
+        producers = {t.name: n.name for n in self.model.graph.nodes for t in n.outputs}
+        wanted = [producers[t] for t in targets if t in producers and producers[t] not in self.done]
+        pending = view.subgraph([n for n in view.nodes if n not in self.done])
+        segment: set[str] = set()
+        for node in wanted:
+            if node not in segment:
+                segment |= nx.ancestors(pending, node) | {node}
+        if segment:
+            self._run_segment(segment, targets)
+        return [{t: cache[t] for t in targets} for cache in self.cache]
+
+    def _run_segment(self, segment: set[str], targets: Sequence[str]) -> None:
+        import onnx_graphsurgeon as gs
+
+        from yolograph.backends.ort import OrtOptions, OrtRunner
+
+        after = self.done | segment
+        nodes = {n.name: n for n in self.model.graph.nodes}
+        outputs = set(targets)
+        for name in segment:
+            for tensor in nodes[name].outputs:
+                if any(c.name not in after for c in tensor.outputs) or tensor in self.model.graph.outputs:
+                    outputs.add(tensor.name)
+        graph = self.model.graph.copy()
+        tensors = graph.tensors()
+        available = [name for name in self.cache[0] if name in tensors]
+        for name in available:
+            tensors[name].inputs.clear()  # cut: this tensor now comes from the cache
+        graph.inputs = [tensors[name] for name in available]
+        for name in available:
+            tensors[name].dtype = self.cache[0][name].dtype
+            tensors[name].shape = list(self.cache[0][name].shape)
+        fresh = [tensors[name] for name in sorted(outputs) if name in tensors and name not in self.cache[0]]
+        for tensor in fresh:
+            tensor.dtype = np.float32 if tensor.dtype is None else tensor.dtype
+        graph.outputs = fresh
+        graph.cleanup(remove_unused_graph_inputs=True)
+        if fresh:
+            proto = gs.export_onnx(graph, do_type_check=False)
+            proto.ir_version = min(self.model.ir_version or 8, onnx.IR_VERSION)
+            runner = OrtRunner(proto.SerializeToString(), OrtOptions(threads=2))
+            feeds = [t.name for t in graph.inputs]
+            names = [t.name for t in fresh]
+            for cache in self.cache:
+                values = runner.session.run(names, {f: cache[f] for f in feeds})
+                cache.update(zip(names, values))
+        self.done = after
+        self._evict(nodes)
+
+    def _evict(self, nodes: dict) -> None:
+        """Drop cached tensors no pending node reads (graph inputs are kept)."""
+        keep = {t.name for t in self.model.graph.inputs}
+        for name, node in nodes.items():
+            if name not in self.done:
+                keep |= {t.name for t in node.inputs}
+        for cache in self.cache:
+            for name in [n for n in cache if n not in keep]:
+                del cache[name]
+
+
+def accumulate_cross(reference: list[dict[str, np.ndarray]], candidate: list[dict[str, np.ndarray]],
+                     name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(E[x z'^T], E[z' z'^T]) over all images and positions for tensor `name`."""
+    cross = gram = None
+    positions = 0
+    for ref, cand in zip(reference, candidate):
+        x, z = _flat(ref[name]), _augment(_flat(cand[name]))
+        c, g = (x @ z.T).astype(np.float64), (z @ z.T).astype(np.float64)
+        cross = c if cross is None else cross + c
+        gram = g if gram is None else gram + g
+        positions += x.shape[1]
+    return cross / positions, gram / positions

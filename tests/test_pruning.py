@@ -1,0 +1,171 @@
+"""The prune pass: valid runnable graphs on n/s/m, exact slicing, reconstruction, order rules, composition."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from yolograph.analysis.reconstruction import _runner_with_outputs
+from yolograph.backends.ort import OrtOptions, OrtRunner
+from yolograph.errors import DataError, PassError, PipelineError
+from yolograph.frontends import load_model
+from yolograph.ir.cost import model_cost
+from yolograph.ir.graph_view import constant_value
+from yolograph.passes.prune import Prune, PruneOptions
+from yolograph.pipeline import run_pipeline
+from yolograph.pipeline.passes import sqnr_db
+
+FAST = dict(criterion="l1", reconstruct="none")  # no calibration images needed
+
+
+@pytest.fixture(scope="module")
+def builtin_models():
+    return {}
+
+
+def _builtin(cache, name):
+    if name not in cache:
+        cache[name] = load_model(name)
+    return cache[name]
+
+
+def _prune(model, **options):
+    """Prune a copy; returns (pruned model, stats, kept channel indices per feature map)."""
+    pruned = model.copy()
+    pass_ = Prune(PruneOptions(**options))
+    stats = pass_.run(pruned).stats
+    return pruned, stats, pass_.removal.kept
+
+
+def _image(model, seed=0):
+    shape = model.inputs[0].shape
+    return np.random.default_rng(seed).random(shape, dtype=np.float32)
+
+
+@pytest.mark.parametrize("name,ratio", [("yolov8n", 0.1), ("yolov8n", 0.3), ("yolov8n", 0.5),
+                                        ("yolov8s", 0.3), ("yolov8m", 0.3)])
+def test_builtin_models_stay_valid_and_untouched_layers_unchanged(builtin_models, name, ratio):
+    model = _builtin(builtin_models, name)
+    pruned, stats, kept = _prune(model, ratio=ratio, **FAST)
+    proto = pruned.to_onnx()
+    onnx.checker.check_model(proto, full_check=True)
+    assert [i.shape for i in pruned.inputs] == [i.shape for i in model.inputs]
+    assert [o.shape for o in pruned.outputs] == [o.shape for o in model.outputs]
+    assert model_cost(pruned).macs < model_cost(model).macs
+    assert stats["params_after"] < stats["params_before"]
+    assert sum(v["removed"] for v in stats["layers"].values()) > 0
+    # Convs that read nothing downstream of a pruned feature map compute exactly the original values
+    # on their kept output channels.
+    import networkx as nx
+
+    tainted = set()
+    for node in model.graph.nodes:
+        if any(t.name in kept for t in node.inputs):
+            tainted |= {node.name} | nx.descendants(model.nx_graph, node.name)
+    convs = [n for n in model.nodes_by_op("Conv") if n.name not in tainted]
+    names = [n.outputs[0].name for n in convs]
+    image = _image(model)
+    before = dict(zip(names, _runner_with_outputs(model, names).session.run(names, {"images": image})))
+    after = dict(zip(names, _runner_with_outputs(pruned, names).session.run(names, {"images": image})))
+    shrunk = 0
+    for tensor in names:
+        reference = before[tensor]
+        if tensor in kept:
+            reference = reference[:, kept[tensor]]
+            shrunk += 1
+        assert after[tensor].shape == reference.shape
+        np.testing.assert_allclose(after[tensor], reference, rtol=1e-5, atol=1e-5 * float(np.abs(reference).max()))
+    assert shrunk > 0
+    # Kept channel counts are multiples of round_to (8) for every pruned conv.
+    assert all(v["kept"] % 8 == 0 for v in stats["layers"].values())
+
+
+def test_pruned_model_equals_zeroing_the_removed_channels(yolov8n):
+    """With BN folded and SiLU(0) = 0, zeroing a removed channel's filter and bias is the same network."""
+    pruned, _, kept = _prune(yolov8n, macs=0.3, **FAST)
+    zeroed = yolov8n.copy()
+    for node in zeroed.nodes_by_op("Conv"):
+        out = node.outputs[0].name
+        if out in kept:
+            weight, bias = (np.array(constant_value(t)) for t in node.inputs[1:3])
+            gone = np.setdiff1d(np.arange(weight.shape[0]), kept[out])
+            weight[gone], bias[gone] = 0, 0
+            node.inputs[1].values, node.inputs[2].values = weight, bias
+    image = _image(yolov8n, seed=3)
+    expected = OrtRunner(zeroed, OrtOptions(threads=2)).predict(image)
+    actual = OrtRunner(pruned, OrtOptions(threads=2)).predict(image)
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-3)
+
+
+def test_macs_target_is_reached_and_reported(yolov8n):
+    _, stats, _ = _prune(yolov8n, macs=0.25, **FAST)
+    assert stats["macs_removed"] >= 0.25
+    assert stats["macs_after"] == model_cost(_prune(yolov8n, macs=0.25, **FAST)[0]).macs
+
+
+def test_reconstruction_reduces_output_error(yolov8n, coco_dir):
+    """Same channels removed (activation criterion); sequential least squares beats plain slicing."""
+    common = dict(macs=0.2, criterion="activation", images=str(coco_dir), count=4, sensitivity=0)
+    plain, _, kept_plain = _prune(yolov8n, reconstruct="none", **common)
+    rebuilt, stats, kept_rebuilt = _prune(yolov8n, reconstruct="sequential", **common)
+    assert stats["refit_convs"] > 0 and stats["calibration_images"] == 4
+    assert all(np.array_equal(kept_plain[k], kept_rebuilt[k]) for k in kept_plain)
+    from yolograph.evaluation import iter_image_tensors, open_dataset
+
+    images = list(iter_image_tensors(open_dataset(coco_dir).image_paths[40:42], (640, 640)))
+    reference = OrtRunner(yolov8n, OrtOptions(threads=2))
+    expected = [reference.predict(x) for x in images]
+
+    def sqnr(model, rows):
+        runner = OrtRunner(model, OrtOptions(threads=2))
+        got = np.concatenate([runner.predict(x)[:, rows] for x in images])
+        want = np.concatenate([e[:, rows] for e in expected])
+        return sqnr_db(want, got)
+
+    boxes, scores = slice(0, 4), slice(4, None)
+    # Measured: boxes 16.8 -> 24.4 dB, class scores 0.4 -> 1.1 dB (count=4, macs=0.2).
+    assert sqnr(rebuilt, boxes) > sqnr(plain, boxes) + 3.0
+    assert sqnr(rebuilt, scores) > sqnr(plain, scores)
+
+
+def test_verified_pipeline_keeps_the_sqnr_contract(yolov8n, coco_dir):
+    model, report = run_pipeline(
+        yolov8n, f"prune{{macs=0.1,images={coco_dir},count=2,sensitivity=0,reconstruct=local}}", verify=True
+    )
+    assert report.records[0].stats["macs_removed"] >= 0.1
+    assert model_cost(model).macs < model_cost(yolov8n).macs
+
+
+def test_bn_gamma_needs_unfolded_batchnorm(builtin_models):
+    model = _builtin(builtin_models, "yolov8n")
+    with pytest.raises(PipelineError, match="batchnorm|BatchNormalization"):
+        run_pipeline(model, "fold-bn,prune{ratio=0.2,criterion=bn-gamma,reconstruct=none}")
+    pruned, report = run_pipeline(model, "prune{ratio=0.2,criterion=bn-gamma,reconstruct=none}")
+    assert report.records[0].stats["removed_channels"] > 0
+    assert Prune(PruneOptions(criterion="l1")).requires == frozenset()
+
+
+def test_prune_then_fold_bn_qdq_calibrate(builtin_models, coco_dir):
+    model = _builtin(builtin_models, "yolov8n")
+    pipeline = (f"prune{{macs=0.2,criterion=bn-gamma,images={coco_dir},count=2,reconstruct=local}},fold-bn,"
+                f"insert-qdq,calibrate{{images={coco_dir},count=2}}")
+    quantized, report = run_pipeline(model, pipeline)
+    assert [r.name for r in report.records] == ["prune", "fold-bn", "insert-qdq", "calibrate"]
+    assert not quantized.nodes_by_op("BatchNormalization") and quantized.nodes_by_op("QuantizeLinear")
+    output = OrtRunner(quantized, OrtOptions(threads=2)).predict(_image(model))
+    assert output.shape == tuple(model.outputs[0].shape) and np.isfinite(output).all()
+
+
+@pytest.mark.parametrize("options,error,match", [
+    (dict(criterion="l1", reconstruct="none"), PassError, "exactly one target"),
+    (dict(macs=0.2, ratio=0.2, criterion="l1", reconstruct="none"), PassError, "exactly one target"),
+    (dict(macs=1.5, criterion="l1", reconstruct="none"), PassError, "not a fraction"),
+    (dict(macs=0.3, criterion="activation"), DataError, "images=DIR"),
+    (dict(macs=0.3, criterion="l1", reconstruct="none", exclude=("*",)), PassError, "cannot remove"),
+    (dict(ratio=0.3, criterion="bn-gamma", reconstruct="none"), PassError, "folded"),
+])
+def test_bad_options_raise_typed_errors(yolov8n, options, error, match):
+    model = yolov8n.copy()
+    with pytest.raises(error, match=match):
+        Prune(PruneOptions(**options)).run(model)
