@@ -169,3 +169,20 @@ def test_bad_options_raise_typed_errors(yolov8n, options, error, match):
     model = yolov8n.copy()
     with pytest.raises(error, match=match):
         Prune(PruneOptions(**options)).run(model)
+
+
+def test_benchmark_smoke(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "pruning.py"
+    spec = importlib.util.spec_from_file_location("pruning_benchmark", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "pruning.json"
+    assert module.main(["--smoke", "--out", str(out)]) == 0
+    rows = {r["name"]: r for r in json.loads(out.read_text())["configs"]}
+    assert set(rows) == {"baseline", "l1-none-20"}
+    assert rows["l1-none-20"]["macs_removed"] >= 0.2 and rows["l1-none-20"]["speedup"] > 0
+    assert rows["baseline"]["map50_95"] > 0.2 and rows["baseline"]["eval_images"] == 2

@@ -1,0 +1,171 @@
+"""Structured pruning benchmark: MACs, params, ORT speed-up and mAP50-95 of pruned yolov8n, no fine-tuning.
+
+Official yolov8n (../shared/data/yolov8n.onnx), calibration images coco128 0-31 (the first 32, sorted),
+evaluation images 32-127. Each configuration is one `prune{...}` pipeline (optionally followed by
+insert-qdq + calibrate for INT8); latency is measured in the same process as the unpruned model,
+interleaved (baseline and candidate alternate in rounds), and reported as a ratio.
+
+    python benchmarks/pruning.py                       # the sweep -> benchmarks/results/pruning.json
+    python benchmarks/pruning.py --only act-seq-30     # a subset (results merged into the JSON)
+    python benchmarks/pruning.py --smoke --out /tmp/p.json   # seconds: one tiny config, 2 eval images
+
+The Markdown table for benchmarks/README.md is printed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from yolograph.backends.ort import OrtOptions, OrtRunner
+from yolograph.data import coco128, official_yolov8n
+from yolograph.evaluation import evaluate
+from yolograph.frontends import load_model
+from yolograph.ir.cost import model_cost
+from yolograph.ir.serialization import write_bytes_atomic
+from yolograph.pipeline import run_pipeline
+
+RESULTS = Path(__file__).resolve().parent / "results" / "pruning.json"
+
+
+def configurations(images: str, count: int) -> list[tuple[str, str | None, str]]:
+    """(name, pipeline or None for the unpruned model, what it shows)."""
+    calib = f"images={images},count={count}"
+    act = f"criterion=activation,{calib}"
+    int8 = f"insert-qdq,calibrate{{{calib}}}"
+    return [
+        ("baseline", None, "unpruned float"),
+        ("act-seq-10", f"prune{{macs=0.1,{act}}}", "activation + sequential LS (default)"),
+        ("act-seq-20", f"prune{{macs=0.2,{act}}}", "activation + sequential LS (default)"),
+        ("act-seq-30", f"prune{{macs=0.3,{act}}}", "activation + sequential LS (default)"),
+        ("act-seq-50", f"prune{{macs=0.5,{act}}}", "activation + sequential LS (default)"),
+        ("act-local-30", f"prune{{macs=0.3,{act},reconstruct=local}}", "activation + local LS (one run)"),
+        ("act-bias-30", f"prune{{macs=0.3,{act},reconstruct=bias}}", "activation + mean compensation only"),
+        ("act-none-30", f"prune{{macs=0.3,{act},reconstruct=none}}", "activation, no reconstruction"),
+        ("l1-seq-30", f"prune{{macs=0.3,criterion=l1,{calib}}}", "l1 filter norm + sequential LS"),
+        ("l1-none-30", "prune{macs=0.3,criterion=l1,reconstruct=none}", "l1 filter norm, no reconstruction"),
+        ("l2-seq-30", f"prune{{macs=0.3,criterion=l2,{calib}}}", "l2 filter norm + sequential LS"),
+        ("int8", int8, "unpruned INT8 (insert-qdq + calibrate)"),
+        ("act-seq-30-int8", f"prune{{macs=0.3,{act}}},{int8}", "act-seq-30 then INT8"),
+    ]
+
+
+NOT_APPLICABLE = {
+    "bn-gamma": "the trained yolov8n.onnx has BN folded into its convs, so there are no BN gammas to rank; "
+                "bn-gamma runs (and is tested) on the built-in unfolded-BN models, which have no trained weights",
+}
+
+
+def interleaved_speedup(baseline: OrtRunner, candidate: OrtRunner, image: np.ndarray, rounds: int, per_round: int):
+    """Median latency of each, measured alternately in `rounds` rounds, and baseline/candidate."""
+    times = {"baseline": [], "candidate": []}
+    for runner in (baseline, candidate):
+        runner.predict(image)  # warm-up
+    for _ in range(rounds):
+        for key, runner in (("baseline", baseline), ("candidate", candidate)):
+            for _ in range(per_round):
+                start = time.perf_counter()
+                runner.predict(image)
+                times[key].append((time.perf_counter() - start) * 1e3)
+    base, cand = (float(np.median(times[k])) for k in ("baseline", "candidate"))
+    return base, cand, base / cand
+
+
+def run_config(name, pipeline, note, base_model, base_runner, image, args, base_cost):
+    start = time.perf_counter()
+    if pipeline is None:
+        model, stats = base_model, {}
+    else:
+        model, report = run_pipeline(base_model, pipeline)
+        stats = next((r.stats for r in report.records if r.name == "prune"), {})
+    build_s = time.perf_counter() - start
+    cost = model_cost(model)
+    runner = OrtRunner(model, OrtOptions(threads=args.threads))
+    result = evaluate(runner.predict, args.data, images=args.eval_images)
+    base_ms, cand_ms, speedup = interleaved_speedup(base_runner, runner, image, args.rounds, args.per_round)
+    return {
+        "name": name,
+        "pipeline": pipeline or "",
+        "what": note,
+        "macs": cost.macs,
+        "params": cost.params,
+        "macs_removed": round(1 - cost.macs / base_cost.macs, 4),
+        "params_removed": round(1 - cost.params / base_cost.params, 4),
+        "map50_95": round(result.map50_95, 4),
+        "map50": round(result.map50, 4),
+        "eval_images": result.images,
+        "latency_ms": round(cand_ms, 2),
+        "baseline_latency_ms": round(base_ms, 2),
+        "speedup": round(speedup, 3),
+        "build_seconds": round(build_s, 1),
+        "layers": stats.get("layers", {}),
+        "groups_pruned": stats.get("groups_pruned"),
+    }
+
+
+def table(rows: list[dict]) -> str:
+    base = next((r for r in rows if r["name"] == "baseline"), None)
+    lines = ["| config | what | MACs (G) | MACs removed | params (M) | speed-up (ORT, 2 thr) | mAP50-95 | Δ vs float |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        delta = f"{100 * (r['map50_95'] - base['map50_95']):+.1f}" if base else ""
+        lines.append(f"| {r['name']} | {r['what']} | {r['macs'] / 1e9:.2f} | {100 * r['macs_removed']:.1f}% | "
+                     f"{r['params'] / 1e6:.2f} | {r['speedup']:.2f}x | {100 * r['map50_95']:.1f} | {delta} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=str(official_yolov8n()))
+    parser.add_argument("--data", default=str(coco128()))
+    parser.add_argument("--eval-images", default="32:128")
+    parser.add_argument("--count", type=int, default=32, help="calibration images (the first N)")
+    parser.add_argument("--only", default="", help="comma-separated config names (merged into the JSON)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--per-round", type=int, default=4)
+    parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--smoke", action="store_true", help="one fast config on 2 images (for the test suite)")
+    args = parser.parse_args(argv)
+    configs = configurations(args.data, args.count)
+    if args.smoke:
+        args.eval_images, args.rounds, args.per_round = "32:34", 1, 1
+        configs = [configs[0], ("l1-none-20", "prune{macs=0.2,criterion=l1,reconstruct=none}", "smoke")]
+    elif args.only:
+        wanted = set(args.only.split(","))
+        configs = [c for c in configs if c[0] in wanted or c[0] == "baseline"]
+    base_model = load_model(args.model)
+    base_cost = model_cost(base_model)
+    base_runner = OrtRunner(base_model, OrtOptions(threads=args.threads))
+    image = np.random.default_rng(0).random(base_model.inputs[0].shape, dtype=np.float32)
+    out = Path(args.out)
+    previous = json.loads(out.read_text())["configs"] if out.exists() and args.only and not args.smoke else []
+    rows = {r["name"]: r for r in previous}
+    for name, pipeline, note in configs:
+        print(f"[pruning] {name}: {pipeline or 'unpruned'}", file=sys.stderr, flush=True)
+        rows[name] = run_config(name, pipeline, note, base_model, base_runner, image, args, base_cost)
+        print(f"[pruning] {name}: mAP50-95 {rows[name]['map50_95']:.4f}, MACs -{100 * rows[name]['macs_removed']:.1f}%, "
+              f"speed-up {rows[name]['speedup']:.2f}x", file=sys.stderr, flush=True)
+        order = [c[0] for c in configurations(args.data, args.count)]
+        ordered = sorted(rows.values(), key=lambda r: order.index(r["name"]) if r["name"] in order else len(order))
+        payload = {
+            "model": Path(args.model).name,
+            "calibration": f"first {args.count} images of {Path(args.data).name}",
+            "evaluation": f"images {args.eval_images}",
+            "threads": args.threads,
+            "not_applicable": NOT_APPLICABLE,
+            "configs": ordered,
+        }
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(out, (json.dumps(payload, indent=1) + "\n").encode())
+    print(table(ordered))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
