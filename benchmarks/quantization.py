@@ -91,21 +91,38 @@ def ort_static(model: Model, calib: str, count: int, method: str, exclude_decode
 
 
 def measure_calibration_cost(calib: str, count: int) -> dict:
-    """Wall time and peak RSS of the default pipeline (load, calibrate, quantize, save) in a child process."""
+    """Wall time and peak memory (VmHWM: the child's own high-water mark, not inherited from this big
+    process through fork) of the default pipeline: load, calibrate, quantize, save, in a child process."""
     code = (
-        "import sys,time,resource;from yolograph.frontends import load_model;from yolograph.pipeline import run_pipeline;"
+        "import sys,time;from yolograph.frontends import load_model;from yolograph.pipeline import run_pipeline;"
         "from yolograph.quantization import default_int8_pipeline;from yolograph.ir.serialization import save_model;"
         f"m=load_model({str(official_yolov8n())!r});t=time.perf_counter();"
         f"q,_=run_pipeline(m,default_int8_pipeline({calib!r},count={count}));"
         "import tempfile,os;save_model(q,os.path.join(tempfile.mkdtemp(),'q.onnx'));"
-        "print(time.perf_counter()-t)"
+        "hwm=[l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1];"
+        "print(time.perf_counter()-t, int(hwm))"
     )
     env = dict(os.environ, YOLOGRAPH_PROGRESS="0")
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return {"seconds": float(result.stdout.strip().splitlines()[-1]), "peak_rss_mib": round(max(peak_kib, before) / 1024, 1),
-            "images": count}
+    seconds, peak_kib = result.stdout.strip().splitlines()[-1].split()
+    return {"seconds": round(float(seconds), 1), "peak_rss_mib": round(int(peak_kib) / 1024, 1), "images": count}
+
+
+def output_sqnr(reference: bytes, candidate: bytes, data: str, images: str, threads: int) -> dict:
+    """SQNR (dB) of the box rows and the score rows against FP32 over `images` (finer than mAP)."""
+    from yolograph.pipeline.passes import sqnr_db
+
+    ref_runner, new_runner = OrtRunner(reference, OrtOptions(threads=threads)), OrtRunner(candidate, OrtOptions(threads=threads))
+    ref, new = [], []
+    for tensor in load_calibration_tensors(data, None, 640, image_range=images):
+        ref.append(ref_runner.predict(tensor))
+        new.append(new_runner.predict(tensor))
+    a, b = np.concatenate(ref), np.concatenate(new)
+    def db(x: np.ndarray, y: np.ndarray) -> float | None:
+        value = sqnr_db(x, y)
+        return round(value, 2) if np.isfinite(value) else None  # None: identical outputs
+
+    return {"boxes_db": db(a[:, :4], b[:, :4]), "scores_db": db(a[:, 4:], b[:, 4:])}
 
 
 def latency(models: dict[str, bytes], rounds: int, threads: int) -> dict[str, dict]:
@@ -126,6 +143,7 @@ def latency(models: dict[str, bytes], rounds: int, threads: int) -> dict[str, di
             "median_ms": round(float(np.median(t)), 2),
             "min_ms": round(float(np.min(t)), 2),
             "speedup_vs_fp32": round(float(np.median(base / np.asarray(t))), 3),
+            "speedup_vs_fp32_min": round(float(np.min(base) / np.min(t)), 3),
         }
         for name, t in times.items()
     }
@@ -136,11 +154,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--smoke", action="store_true", help="tiny run for the test suite")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--rounds", type=int, default=60)
     args = parser.parse_args(argv)
     calib_count, eval_range = (2, "32:34") if args.smoke else (32, "32:128")
+    sqnr_range = "32:34" if args.smoke else "32:48"
     rounds = 3 if args.smoke else args.rounds
     data = str(coco128())
+    print("[calibration cost]", file=sys.stderr, flush=True)
+    cost = measure_calibration_cost(data, calib_count)
     float_model = load_model(official_yolov8n())
 
     models: dict[str, bytes] = {"fp32": float_model.serialize()}
@@ -169,13 +190,11 @@ def main(argv: list[str] | None = None) -> dict:
         runner = OrtRunner(payload, OrtOptions(threads=args.threads))
         result = evaluate(runner.predict, data, images=eval_range)
         info[name].update({"map50_95": round(result.map50_95, 4), "map50": round(result.map50, 4),
-                           "size_mib": round(len(payload) / 2**20, 2)})
+                           "size_mib": round(len(payload) / 2**20, 2),
+                           "output_sqnr": output_sqnr(models["fp32"], payload, data, sqnr_range, args.threads)})
     print("[latency]", file=sys.stderr, flush=True)
     for name, stats in latency(models, rounds, args.threads).items():
         info[name]["latency"] = stats
-    print("[calibration cost]", file=sys.stderr, flush=True)
-    cost = measure_calibration_cost(data, calib_count)
-
     fp32_map = info["fp32"]["map50_95"]
     for entry in info.values():
         entry["map50_95_drop_points"] = round((fp32_map - entry["map50_95"]) * 100, 2)
@@ -183,6 +202,7 @@ def main(argv: list[str] | None = None) -> dict:
         "model": "yolov8n (shared/data/yolov8n.onnx)",
         "calibration": f"coco128 images 0:{calib_count}",
         "evaluation": f"coco128 images {eval_range}",
+        "sqnr_images": f"coco128 images {sqnr_range}",
         "threads": args.threads,
         "latency_rounds": rounds,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus",
@@ -197,16 +217,19 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def markdown_table(results: dict) -> str:
-    lines = ["| variant | mAP50-95 | mAP50 | drop (pt) | size MiB | latency ms | speed-up vs FP32 |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| variant | mAP50-95 | mAP50 | drop (pt) | SQNR boxes / scores (dB) | size MiB | latency ms | "
+             "speed-up vs FP32 (median of rounds / min) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, v in results["variants"].items():
-        lat = v["latency"]
-        lines.append(f"| {name} | {v['map50_95']:.4f} | {v['map50']:.4f} | {v['map50_95_drop_points']:+.2f} | "
-                     f"{v['size_mib']:.2f} | {lat['median_ms']:.1f} | {lat['speedup_vs_fp32']:.2f}x |")
+        lat, sq = v["latency"], v["output_sqnr"]
+        sqnr = " / ".join("exact" if v is None else f"{v:.1f}" for v in (sq["boxes_db"], sq["scores_db"]))
+        lines.append(f"| {name} | {v['map50_95']:.4f} | {v['map50']:.4f} | {v['map50_95_drop_points']:+.2f} | {sqnr} | "
+                     f"{v['size_mib']:.2f} | {lat['median_ms']:.1f} | {lat['speedup_vs_fp32']:.2f}x / "
+                     f"{lat['speedup_vs_fp32_min']:.2f}x |")
     cost = results["default_pipeline_cost"]
     lines.append("")
     lines.append(f"Default pipeline calibration + quantization ({cost['images']} images): {cost['seconds']:.1f} s, "
-                 f"peak RSS {cost['peak_rss_mib']:.0f} MiB.")
+                 f"peak memory (VmHWM) {cost['peak_rss_mib']:.0f} MiB.")
     return "\n".join(lines)
 
 
