@@ -257,7 +257,10 @@ def tune(mod, target, db_dir: Path, *, trials: int = 0, seconds: float | None = 
         return report
     if not trials:
         trials = 10**9  # time budget only: the monitor stops tuning
-    per_iter = num_trials_per_iter or max(2, min(64, trials // len(todo)))
+        # Small batches so the first pass reaches every kernel before the budget runs out.
+        per_iter = num_trials_per_iter or 8
+    else:
+        per_iter = num_trials_per_iter or max(2, min(64, trials // len(todo)))
     primary = database if not isinstance(database, ms.database.UnionDatabase) else \
         ms.database.JSONDatabase(work_dir=str(primary_dir), allow_missing=True)
     cores = int(target.attrs.get("num-cores", os.cpu_count() or 1)) if target.kind.name == "llvm" else (os.cpu_count() or 1)
