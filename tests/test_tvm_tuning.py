@@ -20,7 +20,7 @@ pytest.importorskip("tvm", reason="the tvm extra is not installed")
 from yolograph.backends import tvm as ytvm  # noqa: E402
 from yolograph.backends.tvm import tuning  # noqa: E402
 from yolograph.backends.tvm.compile import lower_to_relax, resolve_options  # noqa: E402
-from yolograph.backends.tvm.target import validate_target  # noqa: E402
+from yolograph.backends.tvm.target import parse_target, validate_target  # noqa: E402
 from yolograph.errors import BackendError  # noqa: E402
 
 
@@ -123,3 +123,21 @@ def test_interrupted_tune_keeps_what_it_measured(tmp_path):
         tuning.tune(mod, target, db, trials=40, num_trials_per_iter=2, builder=builder)
     assert records_in(db) == 2
     assert tuning.coverage(mod, target, db).tuned == 1
+
+
+def test_shipped_records_are_found_after_the_users_and_can_be_ignored(tmp_path, monkeypatch):
+    target = validate_target(parse_target("llvm"))
+    key = tuning.target_key(target)
+    shipped = tmp_path / "shipped"
+    for name in {key, tuning.X86_SHIPPED_FALLBACK}:
+        (shipped / name).mkdir(parents=True)
+        (shipped / name / "database_workload.json").write_text("")
+    monkeypatch.setattr(tuning, "SHIPPED_DIR", shipped)
+    dirs = tuning.database_dirs(tmp_path / "mine", target)
+    assert dirs[0] == tmp_path / "mine" / key and dirs[1] == shipped / key
+    if tuning._is_x86_avx2(target) and key != tuning.X86_SHIPPED_FALLBACK:
+        assert dirs[2] == shipped / tuning.X86_SHIPPED_FALLBACK
+    cross = validate_target(parse_target("llvm -mtriple=aarch64-linux-gnu -mcpu=cortex-a76"))
+    assert all(tuning.X86_SHIPPED_FALLBACK not in str(d) for d in tuning.database_dirs(None, cross))
+    monkeypatch.setenv("YOLOGRAPH_TVM_SHIPPED_RECORDS", "0")
+    assert tuning.database_dirs(tmp_path / "mine", target) == [tmp_path / "mine" / key]

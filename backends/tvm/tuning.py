@@ -54,16 +54,38 @@ def target_key(target) -> str:
     return f"{kind}-{chip}{suffix}"
 
 
+# Shipped records that any x86-64 host with AVX2 can use when none match its exact CPU: a schedule
+# (a MetaSchedule trace) applies to any x86 target; LLVM then emits the host's own vector code.
+X86_SHIPPED_FALLBACK = "llvm-core-avx2"
+
+
 def database_dirs(db_dir: Path | None, target) -> list[Path]:
-    """The user's database folder for `target`, then the shipped one (if present)."""
+    """The user's database folder for `target`, then shipped records (exact CPU, then the x86 AVX2 set)."""
     key = target_key(target)
     dirs = []
     if db_dir is not None:
         dirs.append(Path(db_dir) / key)
-    shipped = SHIPPED_DIR / key
-    if shipped.is_dir() and os.environ.get(SHIPPED_ENV_VAR, "1") != "0":
-        dirs.append(shipped)
+    if os.environ.get(SHIPPED_ENV_VAR, "1") == "0":
+        return dirs
+    shipped = [SHIPPED_DIR / key]
+    if key != X86_SHIPPED_FALLBACK and _is_x86_avx2(target):
+        shipped.append(SHIPPED_DIR / X86_SHIPPED_FALLBACK)
+    dirs.extend(path for path in shipped if path.is_dir())
     return dirs
+
+
+def _is_x86_avx2(target) -> bool:
+    """An llvm target for this x86-64 host (no cross triple) whose CPU has AVX2."""
+    if target.kind.name != "llvm":
+        return False
+    triple = str(target.attrs.get("mtriple", ""))
+    if triple and not triple.startswith("x86_64"):
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx2" in flags and "fma" in flags
 
 
 def open_database(db_dir: Path | None, target, *, create: bool):
@@ -81,7 +103,8 @@ def open_database(db_dir: Path | None, target, *, create: bool):
         return ms.database.MemoryDatabase()
     if len(databases) == 1:
         return databases[0]
-    return ms.database.UnionDatabase(*databases)
+    # The user's own records win over shipped ones (measured elsewhere, so not comparable by latency).
+    return ms.database.OrderedUnionDatabase(*databases)
 
 
 def fused_module(mod, target):
@@ -247,10 +270,12 @@ def tune(mod, target, db_dir: Path, *, trials: int = 0, seconds: float | None = 
 
     check_serialization()
     preload_tensor_intrinsics()
-    database = open_database(db_dir, target, create=True)
     primary_dir = database_dirs(db_dir, target)[0]
+    primary_dir.mkdir(parents=True, exist_ok=True)
+    # Only the user's own records count as "already tuned": tuning can improve on shipped records.
+    primary = ms.database.JSONDatabase(work_dir=str(primary_dir), allow_missing=True)
     tasks = extract_tasks(mod, target)
-    todo = [t for t in tasks if not _has_record(database, t, target)]
+    todo = [t for t in tasks if not _has_record(primary, t, target)]
     report = TuneReport(str(primary_dir), len(tasks), len(tasks) - len(todo), cost_model=_cost_model_kind())
     if not todo:
         _say(f"tune: all {len(tasks)} kernels already have records in {primary_dir}; nothing to tune")
@@ -261,8 +286,6 @@ def tune(mod, target, db_dir: Path, *, trials: int = 0, seconds: float | None = 
         per_iter = num_trials_per_iter or 8
     else:
         per_iter = num_trials_per_iter or max(2, min(64, trials // len(todo)))
-    primary = database if not isinstance(database, ms.database.UnionDatabase) else \
-        ms.database.JSONDatabase(work_dir=str(primary_dir), allow_missing=True)
     cores = int(target.attrs.get("num-cores", os.cpu_count() or 1)) if target.kind.name == "llvm" else (os.cpu_count() or 1)
     if builder is None:
         builder = ForkBuilder(max_workers=max(1, min(cores, os.cpu_count() or 1)), timeout_sec=BUILD_TIMEOUT_S)
@@ -308,8 +331,7 @@ def tune(mod, target, db_dir: Path, *, trials: int = 0, seconds: float | None = 
     report.failed_trials = monitor.failures
     report.stopped_by_budget = monitor.stopped
     report.best_gflops = {k: round(v, 2) for k, v in monitor.best_gflops.items()}
-    reopened = open_database(db_dir, target, create=False)
-    report.tasks_tuned_now = sum(1 for t in todo if _has_record(reopened, t, target))
+    report.tasks_tuned_now = sum(1 for t in todo if _has_record(primary, t, target))
     _say(f"tune: {report.trials_run} trials in {report.seconds:.0f} s; {report.tasks_tuned_now} of {len(todo)} "
          f"kernels got records ({report.failed_trials} failed candidates)")
     return report
