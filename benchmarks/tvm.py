@@ -3,6 +3,8 @@
     python benchmarks/tvm.py                       # yolov8n 640; budgets 2,8 trials per kernel (~30-60 min on 2 cores)
     python benchmarks/tvm.py --budgets 4 --no-int8 # one budget only
     python benchmarks/tvm.py --smoke --out /tmp/tvm.json   # seconds, on a tiny Conv graph: what the test suite runs
+    python benchmarks/tvm.py --map-only                     # adds mAP50-95 (coco128 32:128) of the artifacts
+                                                            # of the last full run to its JSON (~5 min)
 
 Rows, all measured in this one process with interleaved rounds (other processes share the CPU, so
 a slow spell hits every variant alike):
@@ -97,12 +99,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="ORT intra-op threads (TVM uses all cores)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--tune-seconds", type=float, default=None,
+                        help="also a row tuned for this wall-clock budget (fresh database)")
+    parser.add_argument("--no-strict", action="store_true", help="skip the strict-IEEE untuned row")
     parser.add_argument("--no-int8", action="store_true")
     parser.add_argument("--no-nhwc", action="store_true")
     parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "yolograph" / "bench-tvm",
                         help="artifacts and per-budget tuning databases")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--map-only", action="store_true",
+                        help="evaluate mAP of the last full run's artifacts (ORT FP32/INT8, best tuned TVM, TVM INT8) into --out")
     args = parser.parse_args(argv)
+    if args.map_only:
+        return add_map(args)
     budgets = [int(b) for b in args.budgets.split(",") if b.strip()]
     if args.smoke:
         args.rounds, args.runs, budgets = 1, 1, [1]
@@ -119,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     from yolograph.ir.serialization import write_bytes_atomic
     from yolograph.pipeline import run_pipeline
 
-    work = args.work / ("smoke" if args.smoke else "full")
+    work = args.work / ("smoke" if args.smoke else "full" if not args.tune_seconds else "timed")
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
@@ -169,8 +178,21 @@ def main(argv: list[str] | None = None) -> int:
         return row
 
     strict = {**host, **{flag: False for flag in CPU_FAST_MATH}}
-    add_tvm("tvm-untuned-strict", model, target=json.dumps(strict))
+    if not args.no_strict:
+        add_tvm("tvm-untuned-strict", model, target=json.dumps(strict))
     add_tvm("tvm-untuned", model)
+
+    if args.tune_seconds:
+        name = f"tvm-tuned-{args.tune_seconds:.0f}s"
+        db = work / f"db-{args.tune_seconds:.0f}s"
+        row = add_tvm(name, model, tune_seconds=args.tune_seconds, tuning_db=db)
+        sidecar = json.loads((work / f"{name}.so.json").read_text())["tuning"]
+        row.update(tune_seconds_budget=args.tune_seconds, trials=sidecar.get("trials_run"),
+                   tuning_s=sidecar.get("seconds"), failed_trials=sidecar.get("failed_trials"),
+                   cost_model=sidecar.get("cost_model"))
+        start = time.perf_counter()
+        ytvm.compile_model(model, work / f"{name}-warm.so", tuning_db=db)
+        row["warm_compile_s"] = round(time.perf_counter() - start, 1)
 
     for budget in budgets:
         name = f"tvm-tuned-b{budget}"
@@ -220,6 +242,40 @@ def main(argv: list[str] | None = None) -> int:
 
     write_bytes_atomic(args.out, json.dumps(results, indent=2).encode())
     print(markdown(results))
+    return 0
+
+
+def add_map(args) -> int:
+    """mAP50-95 on coco128 images 32-127 for ORT FP32, ORT INT8 and the TVM artifacts of the last full run."""
+    from yolograph.backends import tvm as ytvm
+    from yolograph.backends.ort import OrtOptions, OrtRunner
+    from yolograph.data import coco128, official_yolov8n
+    from yolograph.evaluation import evaluate
+    from yolograph.frontends import load_model
+    from yolograph.ir.serialization import write_bytes_atomic
+    from yolograph.pipeline import run_pipeline
+
+    results = json.loads(args.out.read_text())
+    work = args.work / "full"
+    coco = coco128()
+    model = load_model(official_yolov8n())
+    quantized, _ = run_pipeline(
+        model, f"insert-qdq{{profile=tvm}},calibrate{{images={coco},range=0:32,method=percentile}}", verify=False)
+    predictors = {"ort-fp32": OrtRunner(model, OrtOptions(threads=args.threads)).predict,
+                  "ort-int8": OrtRunner(quantized, OrtOptions(threads=args.threads)).predict}
+    tuned = sorted((n for n in results["rows"] if n.startswith("tvm-tuned-b")), key=lambda n: int(n.rsplit("b", 1)[1]))
+    for name in [*tuned[-1:], "tvm-int8"]:
+        if (work / f"{name}.so").exists():
+            predictors[name] = ytvm.load_runner(work / f"{name}.so").predict
+    for name, predict in predictors.items():
+        start = time.perf_counter()
+        result = evaluate(predict, coco, imgsz=(640, 640), images="32:128")
+        results["rows"][name]["map50_95"] = round(result.map50_95, 4)
+        results["rows"][name]["map50"] = round(result.map50, 4)
+        print(f"{name}: mAP50-95 {result.map50_95:.4f} mAP50 {result.map50:.4f} "
+              f"({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
+    results["map_images"] = "coco128 32:128"
+    write_bytes_atomic(args.out, json.dumps(results, indent=2).encode())
     return 0
 
 

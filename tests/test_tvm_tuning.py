@@ -72,6 +72,27 @@ def test_budget_stops_tuning_and_records_are_reused(tmp_path):
     assert np.abs(actual - expected).max() <= 1e-4 * np.abs(expected).max()
 
 
+def test_packed_records_ship_to_a_fresh_database(tmp_path, monkeypatch):
+    """pack_records (best record per kernel, gzipped) -> data/tuning layout -> used by a compile with no records."""
+    model = conv_silu_model(8, 8, 16)
+    db = tmp_path / "db"
+    options = resolve_options(model, target="llvm", tune_trials=0, tune_seconds=None, tuning_db=db, rpc=None,
+                              layout=None, int8=None)
+    mod, _ = lower_to_relax(model, options)
+    target = validate_target(options.target)
+    tuning.tune(mod, target, db, trials=4, num_trials_per_iter=2)
+    key = tuning.target_key(target)
+    shipped = tmp_path / "shipped"
+    sizes = tuning.pack_records(db / key, shipped / key)
+    assert sizes == {"database_workload.json": 1, "database_tuning_record.json": 1}
+    monkeypatch.setattr(tuning, "SHIPPED_DIR", shipped)
+    monkeypatch.setenv("YOLOGRAPH_TVM_TUNING_DB", str(tmp_path / "user-cache"))
+    ytvm.compile_model(model, tmp_path / "shipped.so")
+    sidecar = json.loads((tmp_path / "shipped.so.json").read_text())["tuning"]
+    assert sidecar["tuned_tasks"] == sidecar["tasks"] == 1
+    assert any("tvm-shipped" in d for d in sidecar["databases_read"])
+
+
 def test_tuning_over_rpc_tracker_on_localhost(tmp_path):
     from yolograph.backends.tvm.rpc import LocalRpcCluster
 

@@ -15,6 +15,7 @@ Two fixes make MetaSchedule usable on a small CPU box:
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import logging
@@ -22,6 +23,7 @@ import os
 import select
 import signal
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -70,8 +72,50 @@ def database_dirs(db_dir: Path | None, target) -> list[Path]:
     shipped = [SHIPPED_DIR / key]
     if key != X86_SHIPPED_FALLBACK and _is_x86_avx2(target):
         shipped.append(SHIPPED_DIR / X86_SHIPPED_FALLBACK)
-    dirs.extend(path for path in shipped if path.is_dir())
+    dirs.extend(unpacked for unpacked in (_unpack_shipped(path) for path in shipped) if unpacked is not None)
     return dirs
+
+
+PACKED_FILES = ("database_workload.json", "database_tuning_record.json")
+
+
+def _unpack_shipped(path: Path) -> Path | None:
+    """A readable database folder for shipped records: as is, or its .json.gz files unpacked to a cache.
+
+    Shipped records are gzipped (a workload file is ~5 MB of JSON, ~0.4 MB packed); they are
+    unpacked once per content into ~/.cache/yolograph/tvm-shipped/<key>-<hash>/.
+    """
+    if (path / PACKED_FILES[0]).exists():
+        return path
+    packed = [path / f"{name}.gz" for name in PACKED_FILES]
+    if not all(p.exists() for p in packed):
+        return None
+    digest = hashlib.sha1(b"".join(p.read_bytes() for p in packed)).hexdigest()[:12]
+    cache = default_database_dir().parent / "tvm-shipped" / f"{path.name}-{digest}"
+    if not all((cache / name).exists() for name in PACKED_FILES):
+        from yolograph.ir.serialization import write_bytes_atomic
+
+        for name, source in zip(PACKED_FILES, packed):
+            write_bytes_atomic(cache / name, gzip.decompress(source.read_bytes()))
+    return cache
+
+
+def pack_records(source_dir: Path, dest_dir: Path) -> dict[str, int]:
+    """Ship a database: keep the best record per workload, write gzipped files to `dest_dir`."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from yolograph.ir.serialization import write_bytes_atomic
+
+    with tempfile.TemporaryDirectory() as temp:
+        pruned = ms.database.JSONDatabase(work_dir=temp, allow_missing=True)
+        ms.database.JSONDatabase(work_dir=str(source_dir), allow_missing=False).dump_pruned(pruned)
+        del pruned
+        sizes = {}
+        for name in PACKED_FILES:
+            data = (Path(temp) / name).read_bytes()
+            write_bytes_atomic(Path(dest_dir) / f"{name}.gz", gzip.compress(data, 9))
+            sizes[name] = len(data.splitlines())
+    return sizes
 
 
 def _is_x86_avx2(target) -> bool:
@@ -294,7 +338,7 @@ def tune(mod, target, db_dir: Path, *, trials: int = 0, seconds: float | None = 
                             task_names=[t.task_name for t in todo])
     _say(f"tune: {len(todo)} of {len(tasks)} kernels to tune for {target_key(target)}"
          f" ({'%d trials' % trials if trials < 10**9 else ''}{' ' if trials < 10**9 and seconds else ''}"
-         f"{'%.0f s budget' % seconds if seconds else ''}; records -> {primary_dir}; cost model {report.cost_model})")
+         f"{'%g s budget' % seconds if seconds else ''}; records -> {primary_dir}; cost model {report.cost_model})")
     start = time.perf_counter()
     # MetaSchedule logs every round at INFO on the console; keep that in the log files only. Its
     # handlers from an earlier tune point at that tune's log folder: drop them (it adds new ones).
