@@ -163,6 +163,24 @@ def latency(models: dict[str, bytes], rounds: int, threads: int) -> dict[str, di
     }
 
 
+def cpu_time_1thread(models: dict[str, bytes], rounds: int) -> dict[str, dict]:
+    """Single-thread CPU time per inference (time.thread_time: ORT runs a 1-thread session on the calling
+    thread), interleaved: the work each model does, much less sensitive to other jobs than wall time."""
+    runners = {name: OrtRunner(data, OrtOptions(threads=1)) for name, data in models.items()}
+    x = np.random.default_rng(0).random((1, 3, 640, 640), dtype=np.float32)
+    for runner in runners.values():
+        runner.predict(x)
+    times = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, runner in runners.items():
+            start = time.thread_time()
+            runner.predict(x)
+            times[name].append((time.thread_time() - start) * 1e3)
+    base = float(np.median(times["fp32"]))
+    return {name: {"cpu_ms": round(float(np.median(t)), 2), "speedup_vs_fp32": round(base / float(np.median(t)), 3)}
+            for name, t in times.items()}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny run for the test suite")
@@ -222,6 +240,9 @@ def main(argv: list[str] | None = None) -> dict:
     print("[latency]", file=sys.stderr, flush=True)
     for name, stats in latency(models, rounds, args.threads).items():
         info[name]["latency"] = stats
+    print("[cpu time, 1 thread]", file=sys.stderr, flush=True)
+    for name, stats in cpu_time_1thread(models, 3 if args.smoke else 20).items():
+        info[name]["cpu_time_1thread"] = stats
     fp32_map = info["fp32"]["map50_95"]
     for entry in info.values():
         entry["map50_95_drop_points"] = round((fp32_map - entry["map50_95"]) * 100, 2)
@@ -245,14 +266,15 @@ def main(argv: list[str] | None = None) -> dict:
 
 def markdown_table(results: dict) -> str:
     lines = ["| variant | mAP50-95 | mAP50 | drop (pt) | SQNR boxes / scores (dB) | size MiB | latency ms | "
-             "speed-up vs FP32 (median of rounds / min) |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "speed-up vs FP32 (median of rounds / min) | 1-thread CPU ms (speed-up) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, v in results["variants"].items():
         lat, sq = v["latency"], v["output_sqnr"]
         sqnr = " / ".join("exact" if v is None else f"{v:.1f}" for v in (sq["boxes_db"], sq["scores_db"]))
         lines.append(f"| {name} | {v['map50_95']:.4f} | {v['map50']:.4f} | {v['map50_95_drop_points']:+.2f} | {sqnr} | "
                      f"{v['size_mib']:.2f} | {lat['median_ms']:.1f} | {lat['speedup_vs_fp32']:.2f}x / "
-                     f"{lat['speedup_vs_fp32_min']:.2f}x |")
+                     f"{lat['speedup_vs_fp32_min']:.2f}x | {v['cpu_time_1thread']['cpu_ms']:.1f} "
+                     f"({v['cpu_time_1thread']['speedup_vs_fp32']:.2f}x) |")
     cost = results["default_pipeline_cost"]
     lines.append("")
     for name, v in results["variants"].items():
