@@ -107,11 +107,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "yolograph" / "bench-tvm",
                         help="artifacts and per-budget tuning databases")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--artifacts", help="NAME=PATH,...: only time these TVM artifacts against ORT FP32 "
+                        "(e.g. ones compiled with shipped records), interleaved, into --out")
     parser.add_argument("--map-only", action="store_true",
                         help="evaluate mAP of the last full run's artifacts (ORT FP32/INT8, best tuned TVM, TVM INT8) into --out")
     args = parser.parse_args(argv)
     if args.map_only:
         return add_map(args)
+    if args.artifacts:
+        return time_artifacts(args)
     budgets = [int(b) for b in args.budgets.split(",") if b.strip()]
     if args.smoke:
         args.rounds, args.runs, budgets = 1, 1, [1]
@@ -242,6 +246,39 @@ def main(argv: list[str] | None = None) -> int:
 
     write_bytes_atomic(args.out, json.dumps(results, indent=2).encode())
     print(markdown(results))
+    return 0
+
+
+def time_artifacts(args) -> int:
+    """ORT FP32 vs the named TVM artifacts of yolov8n, interleaved; max rel. error on a random image."""
+    from yolograph.backends import tvm as ytvm
+    from yolograph.backends.ort import OrtOptions, OrtRunner
+    from yolograph.data import official_yolov8n
+    from yolograph.frontends import load_model
+    from yolograph.ir.serialization import write_bytes_atomic
+
+    model = load_model(official_yolov8n())
+    x = np.random.default_rng(0).random(model.inputs[0].shape, dtype=np.float32)
+    ort = OrtRunner(model, OrtOptions(threads=args.threads))
+    reference = ort.predict(x)
+    calls = {"ort-fp32": lambda: ort.predict(x)}
+    rows: dict[str, dict] = {"ort-fp32": {"backend": "ort"}}
+    for item in args.artifacts.split(","):
+        name, _, path = item.partition("=")
+        runner = ytvm.load_runner(Path(path))
+        calls[name] = (lambda r: lambda: r.predict(x))(runner)
+        rows[name] = {"backend": "tvm", "artifact": path, "target": runner.sidecar["target"],
+                      "tuning": runner.sidecar["tuning"], "error_vs_ort": {"random": group_error(runner.predict(x), reference)}}
+    for name, stats in interleaved(calls, args.rounds, args.runs).items():
+        rows[name].update(stats)
+    ort_ms = rows["ort-fp32"]["median_ms"]
+    for row in rows.values():
+        row["speed_vs_ort_fp32"] = round(ort_ms / row["median_ms"], 3)
+    results = {"date": time.strftime("%Y-%m-%d %H:%M"), "model": "yolov8n.onnx (COCO) 640x640",
+               "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count()}, "rows": rows}
+    write_bytes_atomic(args.out, json.dumps(results, indent=2, default=str).encode())
+    for name, row in rows.items():
+        print(f"{name}: median {row['median_ms']:.1f} ms, {row['speed_vs_ort_fp32']:.3f}x ORT")
     return 0
 
 

@@ -113,7 +113,7 @@ def pack_records(source_dir: Path, dest_dir: Path) -> dict[str, int]:
         sizes = {}
         for name in PACKED_FILES:
             data = (Path(temp) / name).read_bytes()
-            write_bytes_atomic(Path(dest_dir) / f"{name}.gz", gzip.compress(data, 9))
+            write_bytes_atomic(Path(dest_dir) / f"{name}.gz", gzip.compress(data, 9, mtime=0))
             sizes[name] = len(data.splitlines())
     return sizes
 
