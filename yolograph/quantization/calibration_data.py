@@ -108,7 +108,7 @@ def _npy_batch(path: Path) -> int:
 
 
 def _npy_tensors(npy, count: int | None, imgsz: tuple[int, int]) -> Iterator[np.ndarray]:
-    files = _npy_files(npy)  # fail before the first yield is requested? no: generators are lazy, so check here
+    files = _npy_files(npy)  # checked now, not lazily at the first next(): a missing path fails early
     return _npy_stream(files, count, imgsz)
 
 

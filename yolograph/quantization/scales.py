@@ -35,8 +35,7 @@ class IntegerType:
         lo, hi = min(lo, 0.0), max(hi, 0.0)
         if self.symmetric:
             absmax = max(-lo, hi)
-            levels = self.qmax if self.signed else self.qmax
-            scale = absmax / levels if absmax > 0 else 1.0
+            scale = absmax / self.qmax if absmax > 0 else 1.0
             return float(np.float32(scale)), 0
         if hi - lo <= 0:
             return 1.0, int(np.clip(0, self.qmin, self.qmax))

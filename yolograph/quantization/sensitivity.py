@@ -152,12 +152,13 @@ def _activation_params(quantized: Model) -> dict[str, tuple[gs.Constant, gs.Cons
 
 def _dequantized_conv_params(quantized: Model) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
     """Conv name -> (weight as the int8 model computes it, bias likewise)."""
-    from yolograph.quantization.qdq import fake_quantize_weight
+    from yolograph.quantization.profiles import get_profile
+    from yolograph.quantization.qdq import PROFILE_KEY, fake_quantize_weight
 
+    qmax = get_profile(quantized.metadata.get(PROFILE_KEY, "ort-cpu")).weight_qmax
     result = {}
     for item in quantized_convs(quantized):
         if item.weight_q is not None:
-            qmax = 127
             weight = fake_quantize_weight(item.float_weight(), item.scales, qmax)
         else:
             ints = np.asarray(constant_value(item.weight_dq.inputs[0]), dtype=np.float32)
@@ -209,8 +210,6 @@ def _fake_quantize(graph: gs.Graph, tensor: gs.Variable, scale: gs.Constant, zer
         for index, value in enumerate(consumer.inputs):
             if value is tensor:
                 consumer.inputs[index] = dequantized
-    if tensor in graph.outputs:  # keep the graph output float; only consumers see the rounding
-        pass
     graph.nodes.append(gs.Node("QuantizeLinear", f"{tensor.name}_sens_Q", inputs=[tensor, scale, zero_point], outputs=[quantized]))
     graph.nodes.append(gs.Node("DequantizeLinear", f"{tensor.name}_sens_DQ", inputs=[quantized, scale, zero_point], outputs=[dequantized]))
 
