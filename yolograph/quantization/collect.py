@@ -15,10 +15,11 @@ Visitor = Callable[[str, np.ndarray], None]
 
 
 def model_input_size(model: Model) -> tuple[int, int]:
+    """(H, W) of the image input, whatever its layout (to-nhwc may have made it NHWC uint8)."""
     shape = model.inputs[0].shape
-    if len(shape) != 4:
+    if len(shape) != 4 or model.facts.imgsz is None:
         raise DataError(f"Calibration feeds images, but the model input has shape {shape}; it needs [1,3,H,W].")
-    return int(shape[2]), int(shape[3])
+    return model.facts.imgsz
 
 
 def stream_tensors(model: Model, tensor_names: list[str], inputs: Iterable[np.ndarray], visit: Visitor,
@@ -28,15 +29,18 @@ def stream_tensors(model: Model, tensor_names: list[str], inputs: Iterable[np.nd
     Returns the number of inputs. Raises DataError when there are none.
     """
     from yolograph.backends.ort import OrtOptions, OrtRunner
+    from yolograph.layout.io import input_from_nchw
 
     runner = OrtRunner(model, OrtOptions(threads=threads))
     input_name = runner.input_names[0]
-    expected = tuple(model.inputs[0].shape)
+    # Calibration tensors are NCHW float RGB in [0,1], as evaluation makes them; the model's input
+    # metadata says how to feed them (to-nhwc may have changed layout, dtype and channel order).
+    expected = (1, 3, *model_input_size(model))
     count = 0
     for tensor in track(inputs, label, total):
         if tuple(tensor.shape) != expected:
             raise DataError(f"A calibration tensor has shape {tuple(tensor.shape)}; the model needs {expected}.")
-        values = runner.session.run(tensor_names, {input_name: tensor})
+        values = runner.session.run(tensor_names, {input_name: input_from_nchw(model.metadata, tensor)})
         for name, value in zip(tensor_names, values):
             visit(name, value)
         count += 1
