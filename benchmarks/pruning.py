@@ -50,6 +50,7 @@ def configurations(images: str, count: int) -> list[tuple[str, str | None, str]]
         ("l1-seq-30", f"prune{{macs=0.3,criterion=l1,{calib}}}", "l1 filter norm + sequential LS"),
         ("l1-none-30", "prune{macs=0.3,criterion=l1,reconstruct=none}", "l1 filter norm, no reconstruction"),
         ("l2-seq-30", f"prune{{macs=0.3,criterion=l2,{calib}}}", "l2 filter norm + sequential LS"),
+        ("l2-none-30", "prune{macs=0.3,criterion=l2,reconstruct=none}", "l2 filter norm, no reconstruction"),
         ("int8", int8, "unpruned INT8 (insert-qdq + calibrate)"),
         ("act-seq-30-int8", f"prune{{macs=0.3,{act}}},{int8}", "act-seq-30 then INT8"),
     ]

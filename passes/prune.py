@@ -3,10 +3,13 @@
 Removes whole conv output channels, together with every channel they are coupled to (residual Adds,
 Concat offsets, C2f Split sections, SPPF's MaxPool chain, depthwise convs, BN), as found by
 `yolograph.analysis.channel_groups`; model outputs and the Detect head's box/class channels are never
-touched. Channels are ranked by importance (l1 / l2 filter norm, BN |gamma|, or activation: each
-consumer's weight norm times the channel's RMS on calibration images), removed until `macs` of the
-conv MACs (or `ratio` of the prunable channels) are gone, and consumer convs are refit by ridge least
-squares on calibration activations (see `yolograph.analysis.reconstruction`). No training.
+touched. Channels are ranked by importance and removed until `macs` of the conv MACs (or `ratio` of the
+prunable channels) are gone; no training. Criteria: l1 / l2 filter norm or BN |gamma| (ranked per group,
+one global threshold), or activation (default): greedy removal of the chunk whose predicted error after
+least-squares reconstruction, per MAC saved, is lowest, with each group's prediction rescaled by its
+measured end-to-end output sensitivity (`sensitivity` images) and at most `max_fraction` of any group
+removed. Then convs are refit by ridge least squares on calibration activations, level by level on the
+pruned model's own activations (`yolograph.analysis.reconstruction`).
 
 Preserves: input/output names, shapes and dtypes; the graph stays valid for ONNX Runtime. Changes
 accuracy on purpose: its contract is an output SQNR floor (see `Prune.contract`), and the accuracy cost

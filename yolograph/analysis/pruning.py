@@ -6,7 +6,10 @@ The pieces `passes/prune.py` chains together, each a plain function:
   activation criterion: each consumer's ||W[:, c]|| times the channel's RMS on calibration images).
 - `select_classes`: which classes to remove to reach a MAC or channel-ratio target, globally (one
   threshold on scores normalised per group) or per layer (the same fraction of every group), with
-  round_to / min_channels respected and MACs computed exactly (not summed per channel).
+  round_to / min_channels / max_fraction respected and MACs computed exactly (not summed per channel).
+- `ErrorGreedy` (activation criterion, global scope): removes round_to-sized chunks, each time the one
+  with the least *predicted post-reconstruction error* per MAC saved, the error computed from the
+  calibration covariance of every consumer's input (correlations between channels included).
 - `remove_classes`: slices Conv weights (output and input axes), biases, BN parameters, per-channel
   constants of elementwise ops, depthwise group counts, Split sizes and Resize sizes, so the graph stays
   valid and runnable. Consumer convs can be given new weights first (reconstruction).

@@ -9,9 +9,11 @@ which is the "compensate the removed channels' mean into the bias" step). For 1x
 the output least-squares fit min E||W x - W' x' - b'||^2; for k x k convs it is the same fit with a
 map shared by all taps (channel-level, so it needs only (C+1)^2 statistics, not im2col patches).
 
-Round 1 ("local") uses the unpruned model's activations for both sides, from one run. Later rounds
-("sequential") run the unpruned and the pruned model side by side and refit every conv so its output
-from the *pruned* model's input matches the unpruned output, which corrects error accumulated upstream.
+"local" uses the unpruned model's activations for both sides, from one run (`collect_moments`).
+"sequential" (`LevelRunner`) runs the unpruned and the pruned model side by side, level by level, and
+refits every conv so that its output computed from the *pruned* model's input (upstream convs already
+refit) matches the unpruned output, which corrects error accumulated upstream. Statistics use at most
+MAX_POSITIONS strided positions per image and feature map.
 """
 
 from __future__ import annotations
@@ -69,28 +71,6 @@ def collect_moments(model: Model, names: Sequence[str], images: Iterable[np.ndar
     if not counts:
         return {}
     return {name: total / total[-1, -1] for name, total in sums.items()}
-
-
-def collect_cross_moments(
-    reference: Model, candidate: Model, names: Sequence[str], images: Iterable[np.ndarray]
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per tensor: (E[x z'^T], E[z' z'^T]) with x from `reference`, z' = [x'; 1] from `candidate`."""
-    names = list(dict.fromkeys(names))
-    ref_runner = _runner_with_outputs(reference, names)
-    cand_runner = _runner_with_outputs(candidate, names)
-    cross: dict[str, np.ndarray] = {}
-    gram: dict[str, np.ndarray] = {}
-    positions: dict[str, float] = {}
-    for image in track(images, "prune: reconstruction statistics"):
-        ref_out = ref_runner.session.run(names, {ref_runner.input_names[0]: image})
-        cand_out = cand_runner.session.run(names, {cand_runner.input_names[0]: image})
-        for name, x, x_new in zip(names, ref_out, cand_out):
-            xf, z = _flat(x), _augment(_flat(x_new))
-            c, g = (xf @ z.T).astype(np.float64), (z @ z.T).astype(np.float64)
-            cross[name] = cross[name] + c if name in cross else c
-            gram[name] = gram[name] + g if name in gram else g
-            positions[name] = positions.get(name, 0.0) + xf.shape[1]
-    return {name: (cross[name] / positions[name], gram[name] / positions[name]) for name in names if name in cross}
 
 
 def channel_map(cross: np.ndarray, gram: np.ndarray, keep: np.ndarray, ridge: float) -> np.ndarray:
