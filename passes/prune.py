@@ -227,7 +227,9 @@ def _sequential_refit(original: Model, pruned: Model, kept: dict[str, np.ndarray
              and n.inputs[0].name in readers and n.name not in decode and n.name in reference]
     ref_runner, cand_runner = LevelRunner(original, images), LevelRunner(pruned, images)
     refit = 0
-    for level in conv_levels(pruned, convs):
+    from yolograph.progress import track
+
+    for level in track(conv_levels(pruned, convs), "prune: sequential reconstruction"):
         targets = list(dict.fromkeys(conv.inputs[0].name for conv in level))
         ref_values, cand_values = ref_runner.run_until(targets), cand_runner.run_until(targets)
         stats = {t: accumulate_cross(ref_values, cand_values, t) for t in targets}
