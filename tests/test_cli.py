@@ -144,3 +144,20 @@ def test_compile_compares_accuracy_and_latency(capsys, tmp_path, yolov8n_path, c
     # cleanup is numerically equal: the same detections, so the same mAP.
     assert comparison["map_drop_points"] == pytest.approx(0.0, abs=1e-6)
     assert comparison["speedup"] > 0
+
+
+def test_inspect_prune_groups_and_trt_readiness(capsys, yolov8n_path):
+    code, out, _ = run_cli(capsys, "inspect", str(yolov8n_path), "--prune-groups", "--target", "trt", "--json")
+    data = json.loads(out)
+    assert code == 0
+    assert len(data["prune_groups"]) > 50 and any(g["prunable"] for g in data["prune_groups"])
+    assert data["trt_findings"] == []  # a float graph has nothing TensorRT would reject
+
+
+def test_trt_readiness_flags_asymmetric_quantization(capsys, tmp_path, yolov8n_path, coco_dir):
+    out_path = tmp_path / "ort.onnx"
+    pipeline = f"cleanup,insert-qdq{{profile=ort-cpu}},calibrate{{images={coco_dir},count=1}}"
+    assert main(["compile", str(yolov8n_path), "-p", pipeline, "-o", str(out_path)]) == 0
+    capsys.readouterr()
+    code, out, _ = run_cli(capsys, "inspect", str(out_path), "--target", "trt")
+    assert code == 0 and "zero point" in out.lower()
