@@ -129,9 +129,9 @@ def compile_model(model: Model, output: Path, *, target: str | None = None, tune
             **(tune_report.to_json() if tune_report else {}),
         },
         "tvm_version": tvm.__version__,
-        "compile_seconds": round(time.perf_counter() - start, 2),
     }
     export_atomic(executable, output)
+    sidecar["compile_seconds"] = round(time.perf_counter() - start, 2)  # tuning and export included
     write_bytes_atomic(sidecar_path(output), json.dumps(sidecar, indent=2).encode())
     return output
 

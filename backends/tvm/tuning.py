@@ -192,10 +192,8 @@ def coverage(mod, target, db_dir: Path | None) -> Coverage:
 
 
 def _has_record(database, task, target) -> bool:
-    mod = task.dispatched[0]
-    if not database.has_workload(mod):
-        return False
-    return database.query_tuning_record(mod, target, task.task_name) is not None
+    # query_tuning_record, not has_workload: the union databases do not implement HasWorkload.
+    return database.query_tuning_record(task.dispatched[0], target, task.task_name) is not None
 
 
 @dataclass
@@ -352,6 +350,11 @@ def tune(mod, target, db_dir: Path, *, trials: int = 0, seconds: float | None = 
         todo, work_dir, strategy=_search_strategy(strategy, report.cost_model), num_threads=cores, seed=seed)
     scheduler = ms.task_scheduler.TaskScheduler.create("gradient")
     sigint = _SigintFlag()
+    if seconds:
+        # The budget is enforced where a new batch would be built: terminating tasks from a measure
+        # callback trips MetaSchedule's "task is terminated" check when it is the task being tuned.
+        deadline = time.perf_counter() + seconds
+        builder.should_stop = lambda: time.perf_counter() >= deadline
     try:
         with sigint:
             ms.tune.tune_tasks(
@@ -362,18 +365,21 @@ def tune(mod, target, db_dir: Path, *, trials: int = 0, seconds: float | None = 
                 task_scheduler=scheduler,
             )
     except BaseException as exc:
-        if not (isinstance(exc, KeyboardInterrupt) or sigint.fired or getattr(builder, "interrupted", False)):
+        if getattr(builder, "budget_exhausted", False) and not sigint.fired:
+            _join_all(scheduler, len(contexts))
+            report.stopped_by_budget = True
+        elif isinstance(exc, KeyboardInterrupt) or sigint.fired or getattr(builder, "interrupted", False):
+            _join_all(scheduler, len(contexts))
+            monitor.finish()
+            _say(f"tune: interrupted; measured records are kept in {primary_dir}")
+            raise KeyboardInterrupt from exc
+        else:
             raise
-        _join_all(scheduler, len(contexts))
-        monitor.finish()
-        _say(f"tune: interrupted; measured records are kept in {primary_dir}")
-        raise KeyboardInterrupt from exc
     finally:
         monitor.finish()
     report.seconds = round(time.perf_counter() - start, 1)
     report.trials_run = monitor.trials
     report.failed_trials = monitor.failures
-    report.stopped_by_budget = monitor.stopped
     report.best_gflops = {k: round(v, 2) for k, v in monitor.best_gflops.items()}
     report.tasks_tuned_now = sum(1 for t in todo if _has_record(primary, t, target))
     _say(f"tune: {report.trials_run} trials in {report.seconds:.0f} s; {report.tasks_tuned_now} of {len(todo)} "
@@ -452,6 +458,8 @@ def _define_classes():
             self.on_batch = on_batch  # called with the batch number before each batch (hooks, tests)
             self.batches = 0
             self.interrupted = False
+            self.should_stop = None  # set by tune() for a time budget
+            self.budget_exhausted = False
 
         def build(self, build_inputs):
             # KeyboardInterrupt reaches tune() as a bare RuntimeError through TVM's C++ scheduler: note it.
@@ -463,6 +471,9 @@ def _define_classes():
 
         def _build(self, build_inputs):
             self.batches += 1
+            if self.batches > 1 and self.should_stop is not None and self.should_stop():
+                self.budget_exhausted = True  # tune() sees the error, joins what is running, and stops
+                raise RuntimeError("yolograph: tuning time budget exhausted")
             if self.on_batch is not None:
                 self.on_batch(self.batches)
             results: list[Any] = [None] * len(build_inputs)
@@ -560,10 +571,6 @@ def _define_classes():
                 sys.stderr.write("\r" + line.ljust(110))
                 sys.stderr.flush()
                 self.shown = True
-            if self.seconds is not None and elapsed >= self.seconds and not self.stopped:
-                self.stopped = True
-                for index in range(len(self.task_names)):
-                    task_scheduler.terminate_task(index)
 
         def finish(self) -> None:
             if self.shown:
