@@ -60,9 +60,10 @@ def conv_silu_concat_model(channels: int = 8, size: int = 16):
 
 @pytest.fixture(scope="module")
 def tuning_env(tmp_path_factory, monkeypatch_module):
-    """Keep every compile of this module away from the user's tuning cache."""
+    """Keep every compile of this module away from the user's tuning cache and the shipped records."""
     path = tmp_path_factory.mktemp("tvm-db")
     monkeypatch_module.setenv("YOLOGRAPH_TVM_TUNING_DB", str(path))
+    monkeypatch_module.setenv("YOLOGRAPH_TVM_SHIPPED_RECORDS", "0")
     return path
 
 
