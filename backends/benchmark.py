@@ -51,3 +51,28 @@ def measure(call: Callable[[], object], *, runs: int, warmup: int, backend: str,
         backend=backend,
         threads=threads,
     )
+
+
+def interleaved_times(calls: dict[str, Callable[[], object]], *, rounds: int, runs: int = 1,
+                      warmup: int = 1) -> dict[str, np.ndarray]:
+    """Milliseconds of each call over `rounds` x `runs`, the variants taking turns every round.
+
+    Alternating makes a side-by-side comparison fair on a loaded machine: a busy spell slows every
+    variant alike. With runs=1 the arrays line up round by round (per-round ratios).
+    """
+    for call in calls.values():
+        for _ in range(warmup):
+            call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in track(range(rounds), "interleaved latency"):
+        for name, call in calls.items():
+            for _ in range(runs):
+                start = time.perf_counter()
+                call()
+                times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: np.asarray(values) for name, values in times.items()}
+
+
+def summarize_ms(times: np.ndarray) -> dict[str, float | int]:
+    """Median, p90 and count of a latency sample in milliseconds."""
+    return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)), "runs": int(len(times))}

@@ -110,19 +110,11 @@ def _models(base, coco, calibration_count: int) -> dict:
 
 
 def interleaved(calls: dict[str, Callable[[], object]], rounds: int, runs: int, warmup: int = 2) -> dict[str, dict]:
-    """Median/p90 per variant over `rounds` x `runs` timed calls, variants alternating every round."""
-    for call in calls.values():
-        for _ in range(warmup):
-            call()
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(rounds):
-        for name, call in calls.items():
-            for _ in range(runs):
-                start = time.perf_counter()
-                call()
-                times[name].append((time.perf_counter() - start) * 1e3)
-    return {name: {"median_ms": float(np.median(v)), "p90_ms": float(np.percentile(v, 90)), "runs": len(v)}
-            for name, v in times.items()}
+    """Median/p90 ms of each call over rounds x runs, the variants taking turns every round."""
+    from yolograph.backends.benchmark import interleaved_times, summarize_ms
+
+    return {name: summarize_ms(times)
+            for name, times in interleaved_times(calls, rounds=rounds, runs=runs, warmup=warmup).items()}
 
 
 def _ort_latency(models: dict, args) -> dict:

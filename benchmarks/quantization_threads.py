@@ -12,11 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 from pathlib import Path
 
 import numpy as np
 
+from yolograph.backends.benchmark import interleaved_times
 from yolograph.backends.ort import OrtOptions, OrtRunner
 from yolograph.data import coco128, official_yolov8n
 from yolograph.frontends import load_model
@@ -25,20 +25,6 @@ from yolograph.pipeline import run_pipeline
 from yolograph.quantization import default_int8_pipeline
 
 RESULTS = Path(__file__).resolve().parent / "results" / "quantization_threads.json"
-
-
-def interleaved_latency(runners: list[OrtRunner], feed: np.ndarray, rounds: int, warmup: int) -> list[np.ndarray]:
-    """Milliseconds per run of each runner, alternating runners every round so load affects both alike."""
-    for runner in runners:
-        for _ in range(warmup):
-            runner.run(feed)
-    times = [[] for _ in runners]
-    for _ in range(rounds):
-        for index, runner in enumerate(runners):
-            start = time.perf_counter()
-            runner.run(feed)
-            times[index].append((time.perf_counter() - start) * 1e3)
-    return [np.asarray(t) for t in times]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -56,8 +42,10 @@ def main(argv: list[str] | None = None) -> dict:
     rows = []
     for threads in (int(t) for t in args.threads.split(",")):
         options = OrtOptions(threads=threads)
-        fp32, int8 = interleaved_latency([OrtRunner(float_model, options), OrtRunner(quantized, options)],
-                                         feed, rounds, warmup=1 if args.smoke else 5)
+        runners = {"fp32": OrtRunner(float_model, options), "int8": OrtRunner(quantized, options)}
+        times = interleaved_times({name: (lambda r=runner: r.run(feed)) for name, runner in runners.items()},
+                                  rounds=rounds, warmup=1 if args.smoke else 5)
+        fp32, int8 = times["fp32"], times["int8"]
         rows.append({
             "threads": threads,
             "fp32_median_ms": float(np.median(fp32)),

@@ -42,19 +42,10 @@ DEFAULT_OUT = REPO / "benchmarks" / "results" / "tvm_cpu.json"
 
 def interleaved(calls: dict[str, Callable[[], object]], rounds: int, runs: int, warmup: int = 1) -> dict[str, dict]:
     """Median/p90 ms of each call over rounds x runs, the variants taking turns every round."""
-    for call in calls.values():
-        for _ in range(warmup):
-            call()
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for round_index in range(rounds):
-        for name, call in calls.items():
-            for _ in range(runs):
-                start = time.perf_counter()
-                call()
-                times[name].append((time.perf_counter() - start) * 1e3)
-        print(f"latency round {round_index + 1}/{rounds} done", file=sys.stderr, flush=True)
-    return {name: {"median_ms": float(np.median(v)), "p90_ms": float(np.percentile(v, 90)), "runs": len(v)}
-            for name, v in times.items()}
+    from yolograph.backends.benchmark import interleaved_times, summarize_ms
+
+    return {name: summarize_ms(times)
+            for name, times in interleaved_times(calls, rounds=rounds, runs=runs, warmup=warmup).items()}
 
 
 def group_error(actual: np.ndarray, reference: np.ndarray) -> dict[str, float]:
