@@ -53,12 +53,13 @@ def measure(call: Callable[[], object], *, runs: int, warmup: int, backend: str,
     )
 
 
-def interleaved_times(calls: dict[str, Callable[[], object]], *, rounds: int, runs: int = 1,
-                      warmup: int = 1) -> dict[str, np.ndarray]:
+def interleaved_times(calls: dict[str, Callable[[], object]], *, rounds: int, runs: int = 1, warmup: int = 1,
+                      clock: Callable[[], float] = time.perf_counter) -> dict[str, np.ndarray]:
     """Milliseconds of each call over `rounds` x `runs`, the variants taking turns every round.
 
     Alternating makes a side-by-side comparison fair on a loaded machine: a busy spell slows every
-    variant alike. With runs=1 the arrays line up round by round (per-round ratios).
+    variant alike. With runs=1 the arrays line up round by round (per-round ratios). `clock` may be
+    time.thread_time to count the calling thread's CPU time instead of wall time.
     """
     for call in calls.values():
         for _ in range(warmup):
@@ -67,9 +68,9 @@ def interleaved_times(calls: dict[str, Callable[[], object]], *, rounds: int, ru
     for _ in track(range(rounds), "interleaved latency"):
         for name, call in calls.items():
             for _ in range(runs):
-                start = time.perf_counter()
+                start = clock()
                 call()
-                times[name].append((time.perf_counter() - start) * 1e3)
+                times[name].append((clock() - start) * 1e3)
     return {name: np.asarray(values) for name, values in times.items()}
 
 

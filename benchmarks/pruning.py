@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from yolograph.backends.benchmark import interleaved_times
 from yolograph.backends.ort import OrtOptions, OrtRunner
 from yolograph.data import coco128, official_yolov8n
 from yolograph.evaluation import evaluate
@@ -64,15 +65,8 @@ NOT_APPLICABLE = {
 
 def interleaved_speedup(baseline: OrtRunner, candidate: OrtRunner, image: np.ndarray, rounds: int, per_round: int):
     """Median latency of each, measured alternately in `rounds` rounds, and baseline/candidate."""
-    times = {"baseline": [], "candidate": []}
-    for runner in (baseline, candidate):
-        runner.predict(image)  # warm-up
-    for _ in range(rounds):
-        for key, runner in (("baseline", baseline), ("candidate", candidate)):
-            for _ in range(per_round):
-                start = time.perf_counter()
-                runner.predict(image)
-                times[key].append((time.perf_counter() - start) * 1e3)
+    times = interleaved_times({"baseline": lambda: baseline.predict(image), "candidate": lambda: candidate.predict(image)},
+                              rounds=rounds, runs=per_round, warmup=1)
     base, cand = (float(np.median(times[k])) for k in ("baseline", "candidate"))
     return base, cand, base / cand
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from yolograph.backends.benchmark import interleaved_times
 from yolograph.backends.ort import OrtOptions, OrtRunner
 from yolograph.data import coco128, official_yolov8n
 from yolograph.evaluation import predict_detections, resolve_dataset, score_detections
@@ -141,21 +142,14 @@ def paired_bootstrap(labels, shapes, detections, names, resamples: int, seed: in
 def latency(models: dict[str, bytes], rounds: int, threads: int) -> dict[str, dict]:
     runners = {name: OrtRunner(data, OrtOptions(threads=threads)) for name, data in models.items()}
     x = np.random.default_rng(0).random((1, 3, 640, 640), dtype=np.float32)
-    for runner in runners.values():
-        for _ in range(3):
-            runner.predict(x)
-    times = {name: [] for name in runners}
-    for _ in range(rounds):
-        for name, runner in runners.items():
-            start = time.perf_counter()
-            runner.predict(x)
-            times[name].append((time.perf_counter() - start) * 1e3)
-    base = np.asarray(times["fp32"])
+    times = interleaved_times({name: (lambda r=runner: r.predict(x)) for name, runner in runners.items()},
+                              rounds=rounds, warmup=3)
+    base = times["fp32"]
     return {
         name: {
             "median_ms": round(float(np.median(t)), 2),
             "min_ms": round(float(np.min(t)), 2),
-            "speedup_vs_fp32": round(float(np.median(base / np.asarray(t))), 3),
+            "speedup_vs_fp32": round(float(np.median(base / t)), 3),
             "speedup_vs_fp32_min": round(float(np.min(base) / np.min(t)), 3),
         }
         for name, t in times.items()
@@ -167,14 +161,8 @@ def cpu_time_1thread(models: dict[str, bytes], rounds: int) -> dict[str, dict]:
     thread), interleaved: the work each model does, much less sensitive to other jobs than wall time."""
     runners = {name: OrtRunner(data, OrtOptions(threads=1)) for name, data in models.items()}
     x = np.random.default_rng(0).random((1, 3, 640, 640), dtype=np.float32)
-    for runner in runners.values():
-        runner.predict(x)
-    times = {name: [] for name in runners}
-    for _ in range(rounds):
-        for name, runner in runners.items():
-            start = time.thread_time()
-            runner.predict(x)
-            times[name].append((time.thread_time() - start) * 1e3)
+    times = interleaved_times({name: (lambda r=runner: r.predict(x)) for name, runner in runners.items()},
+                              rounds=rounds, warmup=1, clock=time.thread_time)
     base = float(np.median(times["fp32"]))
     return {name: {"cpu_ms": round(float(np.median(t)), 2), "speedup_vs_fp32": round(base / float(np.median(t)), 3)}
             for name, t in times.items()}
