@@ -161,3 +161,12 @@ def test_trt_readiness_flags_asymmetric_quantization(capsys, tmp_path, yolov8n_p
     capsys.readouterr()
     code, out, _ = run_cli(capsys, "inspect", str(out_path), "--target", "trt")
     assert code == 0 and "zero point" in out.lower()
+
+
+def test_sensitivity_command_writes_table_json_and_plot(capsys, tmp_path, yolov8n_path, coco_dir):
+    plot = tmp_path / "sensitivity.png"
+    code, out, _ = run_cli(capsys, "sensitivity", str(yolov8n_path), "--data", str(coco_dir), "--images", "0:1",
+                           "--plot", str(plot), "--json")
+    assert code == 0 and plot.stat().st_size > 10_000
+    data = json.loads(out)
+    assert json.dumps(data).count("/model.") >= 60  # one row per quantized Conv
