@@ -120,14 +120,9 @@ def class_importance(
     elif criterion == "activation":
         if moments is None:
             raise PassError("prune criterion=activation needs calibration images (images=DIR, count=N).")
-        for node in model.nodes_by_op("Conv"):
-            source = node.inputs[0].name
-            weight = constant_value(node.inputs[1])
-            if int(node.attrs.get("group", 1)) != 1 or source not in moments or weight is None:
-                continue
+        for source, w in measured_convs(model, moments):
             second = moments[source]
             rms = np.sqrt(np.maximum(np.diag(second)[:-1], 0.0))
-            w = np.asarray(weight, np.float64)
             column_norm = np.linalg.norm(w.transpose(1, 0, 2, 3).reshape(w.shape[1], -1), axis=1)
             for root, value in zip(analysis.tensor_roots(source), column_norm * rms):
                 scores[int(root)] += float(value)
@@ -473,19 +468,24 @@ class _TensorError:
         return twin
 
 
-def error_models(model: Model, analysis: ChannelAnalysis, moments: Moments, ridge: float) -> dict[str, _TensorError]:
-    """A _TensorError per feature map read by ordinary convs, from calibration moments."""
-    q_of: dict[str, np.ndarray] = {}
+def measured_convs(model: Model, moments: Moments):
+    """(input tensor name, float64 weight) of each ungrouped Conv with a constant weight whose input
+    has calibration moments: the convs whose input channels the activation statistics describe."""
     for node in model.nodes_by_op("Conv"):
         source = node.inputs[0].name
         weight = constant_value(node.inputs[1])
-        if int(node.attrs.get("group", 1)) != 1 or source not in moments or weight is None:
-            continue
+        if int(node.attrs.get("group", 1)) == 1 and source in moments and weight is not None:
+            yield source, np.asarray(weight, np.float64)
+
+
+def error_models(model: Model, analysis: ChannelAnalysis, moments: Moments, ridge: float) -> dict[str, _TensorError]:
+    """A _TensorError per feature map read by ordinary convs, from calibration moments."""
+    q_of: dict[str, np.ndarray] = {}
+    for source, w in measured_convs(model, moments):
         second = moments[source]
         channels = second.shape[0] - 1
         mean = second[:channels, -1]
         cov = second[:channels, :channels] - np.outer(mean, mean)
-        w = np.asarray(weight, np.float64)
         taps = w.reshape(w.shape[0], channels, -1).transpose(2, 0, 1)  # [taps, O, C]
         gram = np.einsum("toc,tod->cd", taps, taps)
         output_variance = float(np.einsum("toc,cd,tod->", taps, cov, taps)) or 1.0
