@@ -10,6 +10,7 @@ import numpy as np
 from yolograph.backends.benchmark import LatencyStats, measure
 from yolograph.errors import BackendError, DataError
 from yolograph.ir.model import Model
+from yolograph.layout.io import input_from_nchw
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,6 @@ class OrtRunner:
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """The first output for an NCHW float RGB [0,1] batch (what evaluation makes), fed as the model takes it."""
-        from yolograph.layout.io import input_from_nchw
-
         return self.run(input_from_nchw(self.metadata, images))[0]
 
     def benchmark(self, runs: int = 50, warmup: int = 5, seed: int = 0) -> LatencyStats:

@@ -140,14 +140,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_passes(args: argparse.Namespace) -> int:
+    import dataclasses
+    from typing import get_type_hints
+
     from yolograph.pipeline import registered_passes
     from yolograph.pipeline.parse import describe_type
 
     rows = []
     for name, cls in registered_passes().items():
-        import dataclasses
-        from typing import get_type_hints
-
         hints = get_type_hints(cls.Options)
         rows.append({
             "name": name,
