@@ -208,15 +208,18 @@ def test_nhwc_compiles_every_conv_in_nhwc(tmp_path, tuning_env):
     assert_close_groups(ytvm.load_runner(path).run(x)[0], reference, rtol=1e-4)
 
 
-def test_to_nhwc_models_default_to_nhwc_conv(tuning_env):
+def test_default_layout_is_nhwc_on_cpu_and_for_to_nhwc_models(tuning_env):
     from yolograph.backends.tvm.compile import resolve_options
 
+    def layout(model, target):
+        return resolve_options(model, target=target, tune_trials=0, tune_seconds=None, tuning_db=None, rpc=None,
+                               layout=None, int8=None).layout
+
     model = conv_silu_concat_model()
-    assert resolve_options(model, target="llvm", tune_trials=0, tune_seconds=None, tuning_db=None, rpc=None,
-                           layout=None, int8=None).layout == "NCHW"
+    assert layout(model, "llvm") == "NHWC"  # the analytic CPU conv schedule is NHWC
+    assert layout(model, "cuda -arch=sm_90") == "NCHW"
     model.metadata["yolograph.layout"] = "NHWC"
-    assert resolve_options(model, target="llvm", tune_trials=0, tune_seconds=None, tuning_db=None, rpc=None,
-                           layout=None, int8=None).layout == "NHWC"
+    assert layout(model, "cuda -arch=sm_90") == "NHWC"
 
 
 def test_cuda_target_compiles_without_a_gpu(tmp_path, tuning_env):

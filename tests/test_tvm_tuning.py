@@ -1,7 +1,8 @@
 """TVM MetaSchedule tuning: records persist and are reused, the time budget stops tuning, RPC works.
 
 Each test tunes one small conv kernel for a handful of trials (tuning quality is measured in
-benchmarks/tvm.py, not here).
+benchmarks/tvm.py, not here). The models compile as NCHW so that the conv is the only kernel (the
+CPU default, NHWC, adds the I/O transposes as two more).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def test_budget_stops_tuning_and_records_are_reused(tmp_path):
     model = conv_silu_model(8, 16, 32)
     db = tmp_path / "db"
     options = resolve_options(model, target="llvm", tune_trials=0, tune_seconds=None, tuning_db=db, rpc=None,
-                              layout=None, int8=None)
+                              layout="NCHW", int8=None)
     mod, _ = lower_to_relax(model, options)
     target = validate_target(options.target)
 
@@ -59,7 +60,7 @@ def test_budget_stops_tuning_and_records_are_reused(tmp_path):
     assert kept >= 1, "measured records must be on disk after the budget stopped tuning"
 
     # Same workload again: nothing is tuned twice, and the records are applied.
-    path = ytvm.compile_model(model, tmp_path / "conv.so", tune_trials=8, tuning_db=db)
+    path = ytvm.compile_model(model, tmp_path / "conv.so", tune_trials=8, tuning_db=db, layout="NCHW")
     sidecar = json.loads((tmp_path / "conv.so.json").read_text())["tuning"]
     assert sidecar["tasks_already_tuned"] == 1 and sidecar["trials_run"] == 0
     assert sidecar["tuned_tasks"] == sidecar["tasks"] == 1
@@ -77,7 +78,7 @@ def test_packed_records_ship_to_a_fresh_database(tmp_path, monkeypatch):
     model = conv_silu_model(8, 8, 16)
     db = tmp_path / "db"
     options = resolve_options(model, target="llvm", tune_trials=0, tune_seconds=None, tuning_db=db, rpc=None,
-                              layout=None, int8=None)
+                              layout="NCHW", int8=None)
     mod, _ = lower_to_relax(model, options)
     target = validate_target(options.target)
     tuning.tune(mod, target, db, trials=4, num_trials_per_iter=2)
@@ -87,7 +88,7 @@ def test_packed_records_ship_to_a_fresh_database(tmp_path, monkeypatch):
     assert sizes == {"database_workload.json": 1, "database_tuning_record.json": 1}
     monkeypatch.setattr(tuning, "SHIPPED_DIR", shipped)
     monkeypatch.setenv("YOLOGRAPH_TVM_TUNING_DB", str(tmp_path / "user-cache"))
-    ytvm.compile_model(model, tmp_path / "shipped.so")
+    ytvm.compile_model(model, tmp_path / "shipped.so", layout="NCHW")
     sidecar = json.loads((tmp_path / "shipped.so.json").read_text())["tuning"]
     assert sidecar["tuned_tasks"] == sidecar["tasks"] == 1
     assert any("tvm-shipped" in d for d in sidecar["databases_read"])
@@ -99,7 +100,8 @@ def test_tuning_over_rpc_tracker_on_localhost(tmp_path):
     model = conv_silu_model(4, 8, 16)
     db = tmp_path / "db"
     with LocalRpcCluster(key="yolograph-test", servers=1) as cluster:
-        ytvm.compile_model(model, tmp_path / "rpc.so", tune_trials=2, tuning_db=db, rpc=cluster.address)
+        ytvm.compile_model(model, tmp_path / "rpc.so", tune_trials=2, tuning_db=db, rpc=cluster.address,
+                           layout="NCHW")
     tuned = json.loads((tmp_path / "rpc.so.json").read_text())["tuning"]
     assert tuned["trials_run"] == 2 and tuned["failed_trials"] == 0 and tuned["tuned_tasks"] == 1
     assert records_in(db) == 2
@@ -130,7 +132,7 @@ def test_interrupted_tune_keeps_what_it_measured(tmp_path):
                        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])], inits)
     db = tmp_path / "db"
     options = resolve_options(model, target="llvm", tune_trials=0, tune_seconds=None, tuning_db=db, rpc=None,
-                              layout=None, int8=None)
+                              layout="NCHW", int8=None)
     mod, _ = lower_to_relax(model, options)
     target = validate_target(options.target)
     assert len(tuning.extract_tasks(mod, target)) >= 2

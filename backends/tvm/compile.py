@@ -63,7 +63,10 @@ def resolve_options(model: Model, *, target, tune_trials, tune_seconds, tuning_d
     if tune_seconds is not None and tune_seconds <= 0:
         raise BackendError(f"--tune-seconds must be positive, not {tune_seconds}.")
     if layout is None:
-        layout = "NHWC" if model.metadata.get("yolograph.layout") == "NHWC" else "NCHW"
+        # CPU: NHWC, the layout of the analytic conv schedule (backends/tvm/cpu_schedules.py). GPU:
+        # NCHW unless the model itself is NHWC (to-nhwc).
+        nhwc_model = model.metadata.get("yolograph.layout") == "NHWC"
+        layout = "NHWC" if nhwc_model or spec["kind"] == "llvm" else "NCHW"
     layout = layout.upper()
     if layout not in LAYOUTS:
         raise BackendError(f"Unknown layout {layout!r}; TVM compiles conv2d as NCHW or NHWC.")
@@ -102,9 +105,9 @@ def compile_model(model: Model, output: Path, *, target: str | None = None, tune
         tune_report = tuning.tune(mod, target_obj, options.tuning_db, trials=options.tune_trials,
                                   seconds=options.tune_seconds, rpc=options.rpc)
     coverage = tuning.coverage(mod, target_obj, options.tuning_db)
-    if coverage.tuned < coverage.total and not is_gpu(options.target):
-        _note(f"TVM: {coverage.total - coverage.tuned} of {coverage.total} CPU kernels have no tuning records "
-              "and use untuned default loops, which are slow; tune with --tune-trials N (records are reused).")
+    if coverage.naive and not is_gpu(options.target):
+        _note(f"TVM: {coverage.naive} of {coverage.total} CPU kernels have neither a tuning record nor an analytic "
+              "schedule and run as naive loops, which are slow; tune with --tune-trials N (records are reused).")
     executable = build(mod, target_obj, options.tuning_db)
     sidecar = {
         "format": ARTIFACT_FORMAT,
@@ -126,6 +129,8 @@ def compile_model(model: Model, output: Path, *, target: str | None = None, tune
                                if (p / "database_workload.json").exists()],
             "tasks": coverage.total,
             "tuned_tasks": coverage.tuned,
+            "analytic_conv_tasks": coverage.analytic,
+            "naive_conv_tasks": coverage.naive,
             **(tune_report.to_json() if tune_report else {}),
         },
         "tvm_version": tvm.__version__,
@@ -162,21 +167,71 @@ def lower_to_relax(model: Model, options: CompileOptions):
 
         mod, layout_stats = convert_to_nhwc(mod)
         facts["layout_stats"] = layout_stats
+    if options.target["kind"] == "llvm" and options.target.get("fast-math-reassoc"):
+        from yolograph.backends.tvm.fast_math import rewrite_fast_exp
+
+        mod, facts["fast_exp"] = rewrite_fast_exp(mod)
     return mod, facts
 
 
-def build(mod, target, database_dir: Path | None):
-    """relax build with MetaSchedule records from `database_dir` applied (dlight for the rest on GPU)."""
-    from tvm.s_tir.meta_schedule.relax_integration import compile_relax
+def build(mod, target, database_dir: Path | None, *, cpu_rules: bool = True):
+    """relax build: MetaSchedule records from `database_dir` first, default schedules for the rest.
 
-    from yolograph.backends.tvm.tuning import open_database
+    The stages are MetaSchedule's `compile_relax` (fuse exactly as task extraction does, so the
+    database keys match, then apply the records), followed by dlight's rules on GPU or
+    yolograph's analytic CPU schedules (backends/tvm/cpu_schedules.py) on CPU.
+    """
+    import tvm
+    from tvm import relax
+    from tvm.relax.transform import MetaScheduleApplyDatabase
+
+    from yolograph.backends.tvm.tuning import fusion_passes, open_database
 
     database = open_database(database_dir, target, create=False)
+    default_schedules = _default_schedules(target, cpu_rules)
+
+    @tvm.transform.module_pass(opt_level=3)
+    def _pipeline(mod, _ctx):
+        mod = tvm.transform.Sequential(fusion_passes(target))(mod)
+        mod = MetaScheduleApplyDatabase()(mod)
+        if default_schedules is not None:
+            mod = default_schedules(mod)
+        return tvm.transform.Sequential(_lowering_passes(target))(mod)
+
     try:
-        return compile_relax(database, mod, target, params=None)
+        with target, database, tvm.transform.PassContext(opt_level=3):
+            return relax.build(mod, target=target, relax_pipeline=_pipeline)
     except Exception as exc:  # noqa: BLE001 - TVM raises TVMError/InternalError with long traces
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BackendError(f"TVM failed to compile the model for {target}: {first}") from exc
+
+
+def _lowering_passes(target) -> list:
+    """Relax's dataflow-lowering and finalize passes for the target (the CPU lists as the fallback).
+
+    TVM 0.27's relax.pipeline dispatch fails for llvm (cpu_generic does not re-export the lists).
+    """
+    from tvm.relax import pipeline
+    from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
+
+    try:
+        return [*pipeline.dataflow_lower_passes(target), *pipeline.finalize_passes(target)]
+    except (ValueError, AttributeError):
+        return [*cpu_pipeline.dataflow_lower_passes(target), *cpu_pipeline.finalize_passes(target)]
+
+
+def _default_schedules(target, cpu_rules: bool):
+    """Schedules for kernels without tuning records: dlight's GPU rules, or the analytic CPU rules."""
+    if is_gpu({"kind": target.kind.name}):
+        from tvm.s_tir import dlight as dl
+
+        return dl.ApplyDefaultSchedule(dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(),
+                                       dl.gpu.GeneralReduction(), dl.gpu.Fallback())
+    if not cpu_rules:
+        return None
+    from yolograph.backends.tvm.cpu_schedules import apply_cpu_schedules
+
+    return apply_cpu_schedules()
 
 
 def export_atomic(executable, output: Path) -> None:

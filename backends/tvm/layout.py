@@ -1,7 +1,7 @@
 """Compile conv2d in NHWC and count the layout transforms left.
 
 Uses yolograph.layout.relax_absorb (the Relax side of the to-nhwc pass): relax ConvertLayout puts
-every conv2d in NHWC/OHWI, pools/resizes fed by NHWC data follow, consecutive permute_dims
+every conv2d in NHWC/HWIO, pools/resizes fed by NHWC data follow, consecutive permute_dims
 compose or cancel, and FoldConstant folds the weight layouts. On an NCHW model this converts the
 convs and leaves transposes at the boundaries; on a to-nhwc model it removes the
 Transpose->Conv->Transpose wrapping, leaving only the permutes at the model's I/O.
@@ -13,6 +13,9 @@ from __future__ import annotations
 from collections import Counter
 
 LAYOUT_OPS = ("relax.permute_dims", "relax.layout_transform")
+# Weights as [kh, kw, in, out]: output channels contiguous, the vector axis of the CPU conv schedule
+# (backends/tvm/cpu_schedules.py). The permute is folded into the constant at compile time.
+KERNEL_LAYOUT = "HWIO"
 
 
 def layout_transform_count(census: Counter) -> int:
@@ -56,9 +59,9 @@ def convert_to_nhwc(mod):
     before = layout_census(mod)
     # ConvertLayout first so the OIHW->OHWI weight permutes can be folded in numpy; absorb_nhwc_wraps
     # then finds the convs already in NHWC and only moves pools/resizes and cancels permutes.
-    mod = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]})(mod)
+    mod = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", KERNEL_LAYOUT]})(mod)
     mod = tvm.transform.Sequential([relax.transform.CanonicalizeBindings()])(fold_constant_permutes(mod))
-    converted = absorb_nhwc_wraps(mod)
+    converted = absorb_nhwc_wraps(mod, kernel_layout=KERNEL_LAYOUT)
     after = layout_census(converted)
     convs = sum(count for key, count in after.items() if key.startswith("conv2d:"))
     stats = {

@@ -151,9 +151,8 @@ def open_database(db_dir: Path | None, target, *, create: bool):
     return ms.database.OrderedUnionDatabase(*databases)
 
 
-def fused_module(mod, target):
-    """The module as compile_relax sees it before applying the database (same workload keys)."""
-    import tvm
+def fusion_passes(target) -> list:
+    """Legalize and fuse as MetaSchedule's compile_relax does: tasks and builds see the same kernels."""
     from tvm import relax
     from tvm.relax import pipeline
 
@@ -161,15 +160,22 @@ def fused_module(mod, target):
         dispatch = pipeline.library_dispatch_passes(target)
     except (ValueError, AttributeError):
         dispatch = []
+    return [
+        *dispatch,
+        relax.transform.LegalizeOps(),
+        relax.transform.AnnotateTIROpPattern(),
+        relax.transform.FoldConstant(),
+        relax.transform.FuseOps(),
+        relax.transform.FuseTIR(),
+    ]
+
+
+def fused_module(mod, target):
+    """The module as the build sees it before applying the database (same workload keys)."""
+    import tvm
+
     with target, tvm.transform.PassContext(opt_level=3):
-        return tvm.transform.Sequential([
-            *dispatch,
-            relax.transform.LegalizeOps(),
-            relax.transform.AnnotateTIROpPattern(),
-            relax.transform.FoldConstant(),
-            relax.transform.FuseOps(),
-            relax.transform.FuseTIR(),
-        ])(mod)
+        return tvm.transform.Sequential(fusion_passes(target))(mod)
 
 
 def extract_tasks(mod, target) -> list:
@@ -182,13 +188,22 @@ def extract_tasks(mod, target) -> list:
 class Coverage:
     total: int
     tuned: int
+    analytic: int = 0  # untuned conv kernels that get the analytic CPU schedule
+    naive: int = 0  # untuned conv kernels with neither: naive loops, slow on a CPU
 
 
 def coverage(mod, target, db_dir: Path | None) -> Coverage:
-    """How many of the module's kernels have a tuning record for `target`."""
+    """How many of the module's kernels have a tuning record for `target`, and how the rest are scheduled."""
+    from yolograph.backends.tvm.cpu_schedules import schedule_conv2d_nhwc
+
     tasks = extract_tasks(mod, target)
     database = open_database(db_dir, target, create=False)
-    return Coverage(len(tasks), sum(1 for t in tasks if _has_record(database, t, target)))
+    untuned = [t for t in tasks if not _has_record(database, t, target)]
+    convs = [t for t in untuned if "conv2d" in t.task_name]
+    analytic = 0
+    if target.kind.name == "llvm":
+        analytic = sum(1 for t in convs if schedule_conv2d_nhwc(t.dispatched[0]["main"], target) is not None)
+    return Coverage(len(tasks), len(tasks) - len(untuned), analytic, len(convs) - analytic)
 
 
 def _has_record(database, task, target) -> bool:

@@ -44,12 +44,12 @@ def layout_census(mod, function: str = "main") -> Counter:
     return counts
 
 
-def absorb_nhwc_wraps(mod, function: str = "main", max_rounds: int = 8):
+def absorb_nhwc_wraps(mod, function: str = "main", max_rounds: int = 8, kernel_layout: str = "OHWI"):
     """The module with conv2d (and pools/resizes fed by NHWC data) in NHWC and wrapping permutes removed."""
     import tvm
     from tvm import relax
 
-    mod = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]})(mod)
+    mod = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", kernel_layout]})(mod)
     for _ in range(max_rounds):
         before = layout_census(mod, function)
         func = mod[function]
