@@ -21,20 +21,22 @@ __all__ = ["compile_model", "load_runner", "is_artifact"]
 
 def compile_model(model: Model, output: Path, *, target: str | None = None, tune_trials: int = 0,
                   tune_seconds: float | None = None, tuning_db: Path | None = None, rpc: str | None = None,
-                  layout: str | None = None, int8: bool | None = None) -> Path:
+                  layout: str | None = None, int8: bool | None = None, analytic: bool = True) -> Path:
     """Compile `model` with TVM; writes the shared library `output` and its sidecar `output`.json.
 
     target: 'llvm' (this CPU), 'llvm -mcpu=X -num-cores=N [-mtriple=...]', 'cuda -arch=sm_90' or a
     JSON dict. tune_trials / tune_seconds: MetaSchedule budget (0/None: no tuning). tuning_db:
     database folder (default $YOLOGRAPH_TVM_TUNING_DB or ~/.cache/yolograph/tvm-tuning), always
     read, written when tuning. rpc: 'tracker_host:port:key' to measure candidates on remote devices.
-    layout: 'NCHW' or 'NHWC' (default NHWC for models from to-nhwc). int8: integer conv2d for QDQ
-    models (default: on when the model has Q/DQ nodes).
+    layout: 'NCHW' or 'NHWC' (default NHWC on CPU and for to-nhwc models, else NCHW). int8: integer conv2d for QDQ
+    models (default: on when the model has Q/DQ nodes). analytic: schedule CPU kernels that have no
+    tuning record with the analytic rules (backends/tvm/cpu_schedules.py); False leaves them as TVM's
+    naive loops (what the benchmark's "naive" rows measure).
     """
     from yolograph.backends.tvm.compile import compile_model as _compile
 
     return _compile(model, Path(output), target=target, tune_trials=tune_trials, tune_seconds=tune_seconds,
-                    tuning_db=tuning_db, rpc=rpc, layout=layout, int8=int8)
+                    tuning_db=tuning_db, rpc=rpc, layout=layout, int8=int8, analytic=analytic)
 
 
 def load_runner(path: Path, threads: int | None = None) -> TvmRunner:

@@ -15,6 +15,7 @@ unscheduled loops, which are slow).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -34,6 +35,9 @@ from yolograph.ir.serialization import write_bytes_atomic
 ARTIFACT_FORMAT = "yolograph-tvm-artifact"
 ARTIFACT_VERSION = 1
 LAYOUTS = ("NCHW", "NHWC")
+# Warn about naive conv kernels when they hold this share of the FLOPs (yolov8n's DFL conv, 16 -> 1
+# channels, is 0.01%: no warning for it).
+NAIVE_WARNING_SHARE = 0.02
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,7 @@ class CompileOptions:
     rpc: str | None = None
     layout: str = "NCHW"
     int8: bool = False
+    analytic: bool = True  # CPU kernels without records get the analytic schedules (else naive loops)
 
     @property
     def tunes(self) -> bool:
@@ -86,7 +91,7 @@ def resolve_options(model: Model, *, target, tune_trials, tune_seconds, tuning_d
 
 def compile_model(model: Model, output: Path, *, target: str | None = None, tune_trials: int = 0,
                   tune_seconds: float | None = None, tuning_db: Path | None = None, rpc: str | None = None,
-                  layout: str | None = None, int8: bool | None = None) -> Path:
+                  layout: str | None = None, int8: bool | None = None, analytic: bool = True) -> Path:
     """Compile `model` for `target` into `output` (shared library) + `output`.json; returns `output`."""
     tvm = import_tvm()
     output = Path(output)
@@ -94,6 +99,7 @@ def compile_model(model: Model, output: Path, *, target: str | None = None, tune
         raise BackendError(f"The TVM backend writes a shared library; name the output like model.so, not {output.name!r}.")
     options = resolve_options(model, target=target, tune_trials=tune_trials, tune_seconds=tune_seconds,
                               tuning_db=tuning_db, rpc=rpc, layout=layout, int8=int8)
+    options = dataclasses.replace(options, analytic=analytic)
     start = time.perf_counter()
     mod, facts = lower_to_relax(model, options)
     target_obj = validate_target(options.target)
@@ -103,12 +109,13 @@ def compile_model(model: Model, output: Path, *, target: str | None = None, tune
     tune_report = None
     if options.tunes:
         tune_report = tuning.tune(mod, target_obj, options.tuning_db, trials=options.tune_trials,
-                                  seconds=options.tune_seconds, rpc=options.rpc)
-    coverage = tuning.coverage(mod, target_obj, options.tuning_db)
-    if coverage.naive and not is_gpu(options.target):
-        _note(f"TVM: {coverage.naive} of {coverage.total} CPU kernels have neither a tuning record nor an analytic "
-              "schedule and run as naive loops, which are slow; tune with --tune-trials N (records are reused).")
-    executable = build(mod, target_obj, options.tuning_db)
+                                  seconds=options.tune_seconds, rpc=options.rpc, analytic=options.analytic)
+    coverage = tuning.coverage(mod, target_obj, options.tuning_db, analytic=options.analytic)
+    if coverage.naive_flop_share >= NAIVE_WARNING_SHARE and not is_gpu(options.target):
+        _note(f"TVM: {coverage.naive} conv kernels ({coverage.naive_flop_share:.0%} of the FLOPs) have neither a "
+              "tuning record nor an analytic schedule and run as naive loops, which are slow; "
+              "tune with --tune-trials N (records are reused).")
+    executable = build(mod, target_obj, options.tuning_db, cpu_rules=options.analytic)
     sidecar = {
         "format": ARTIFACT_FORMAT,
         "version": ARTIFACT_VERSION,
@@ -123,6 +130,7 @@ def compile_model(model: Model, output: Path, *, target: str | None = None, tune
                      if k in ("names", "stride", "task", "imgsz", "description") or k.startswith("yolograph.")},
         "layout": options.layout,
         **facts,
+        "analytic_schedules": options.analytic,
         "tuning": {
             "database": str(options.tuning_db),
             "databases_read": [str(p) for p in tuning.database_dirs(options.tuning_db, target_obj)
@@ -131,6 +139,7 @@ def compile_model(model: Model, output: Path, *, target: str | None = None, tune
             "tuned_tasks": coverage.tuned,
             "analytic_conv_tasks": coverage.analytic,
             "naive_conv_tasks": coverage.naive,
+            "naive_conv_flop_share": coverage.naive_flop_share,
             **(tune_report.to_json() if tune_report else {}),
         },
         "tvm_version": tvm.__version__,

@@ -19,6 +19,7 @@ import gzip
 import hashlib
 import json
 import logging
+import math
 import os
 import select
 import signal
@@ -189,21 +190,31 @@ class Coverage:
     total: int
     tuned: int
     analytic: int = 0  # untuned conv kernels that get the analytic CPU schedule
-    naive: int = 0  # untuned conv kernels with neither: naive loops, slow on a CPU
+    naive: int = 0  # untuned conv kernels with neither (naive loops, slow on a CPU) ...
+    naive_flop_share: float = 0.0  # ... and their share of the model's FLOPs
 
 
-def coverage(mod, target, db_dir: Path | None) -> Coverage:
+def coverage(mod, target, db_dir: Path | None, analytic: bool = True) -> Coverage:
     """How many of the module's kernels have a tuning record for `target`, and how the rest are scheduled."""
+    from tvm.s_tir.analysis import estimate_tir_flops
+
     from yolograph.backends.tvm.cpu_schedules import schedule_conv2d_nhwc
 
     tasks = extract_tasks(mod, target)
     database = open_database(db_dir, target, create=False)
     untuned = [t for t in tasks if not _has_record(database, t, target)]
     convs = [t for t in untuned if "conv2d" in t.task_name]
-    analytic = 0
-    if target.kind.name == "llvm":
-        analytic = sum(1 for t in convs if schedule_conv2d_nhwc(t.dispatched[0]["main"], target) is not None)
-    return Coverage(len(tasks), len(tasks) - len(untuned), analytic, len(convs) - analytic)
+    if target.kind.name == "llvm" and analytic:
+        naive = [t for t in convs if schedule_conv2d_nhwc(t.dispatched[0]["main"], target) is None]
+    else:
+        naive = convs  # GPU kernels without records get dlight's rules; the share is informational
+
+    def flops(task) -> float:
+        return float(estimate_tir_flops(task.dispatched[0])) * task.weight
+
+    total_flops = sum(flops(t) for t in tasks) or 1.0
+    return Coverage(len(tasks), len(tasks) - len(untuned), len(convs) - len(naive), len(naive),
+                    round(sum(flops(t) for t in naive) / total_flops, 4))
 
 
 def _has_record(database, task, target) -> bool:
@@ -223,6 +234,7 @@ class TuneReport:
     stopped_by_budget: bool = False
     cost_model: str = ""
     best_gflops: dict[str, float] = field(default_factory=dict)
+    analytic: dict[str, Any] = field(default_factory=dict)  # the conv tile sweep (SweepReport)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -316,7 +328,7 @@ def _cost_model_kind() -> str:
 
 def tune(mod, target, db_dir: Path, *, trials: int = 0, seconds: float | None = None, rpc: str | None = None,
          num_trials_per_iter: int | None = None, strategy: str = "evolutionary", seed: int = 0,
-         builder=None) -> TuneReport:
+         builder=None, analytic: bool = True) -> TuneReport:
     """Tune every kernel of `mod` that has no record yet; records go to `db_dir` as they are measured.
 
     MetaSchedule commits a batch of measurements to the database when it joins the batch, which the
@@ -337,16 +349,33 @@ def tune(mod, target, db_dir: Path, *, trials: int = 0, seconds: float | None = 
     if not todo:
         _say(f"tune: all {len(tasks)} kernels already have records in {primary_dir}; nothing to tune")
         return report
+    cores = int(target.attrs.get("num-cores", os.cpu_count() or 1)) if target.kind.name == "llvm" else (os.cpu_count() or 1)
+    if builder is None:
+        builder = ForkBuilder(max_workers=max(1, min(cores, os.cpu_count() or 1)), timeout_sec=BUILD_TIMEOUT_S)
+    runner = make_runner(rpc)
+    deadline = time.perf_counter() + seconds if seconds else None
+    untuned = list(todo)
+    if target.kind.name == "llvm" and analytic:
+        # The analytic schedules first: their few candidates beat what MetaSchedule's search reaches
+        # in hours on a small CPU. The search then only tries to beat them, on the kernels other
+        # than convs (its conv space needs far more trials than a tuning budget buys here).
+        sweep = sweep_analytic(todo, target, primary, builder=builder, runner=runner, deadline=deadline)
+        report.analytic = asdict(sweep)
+        todo = [t for t in todo if "conv2d" not in t.task_name or not _has_record(primary, t, target)]
+        _say(f"tune: analytic schedules: {sweep.candidates} candidates for {sweep.kernels} kernels in "
+             f"{sweep.seconds:.0f} s")
+        if not todo or not (trials or seconds) or (deadline is not None and time.perf_counter() >= deadline):
+            report.tasks_tuned_now = sum(1 for t in untuned if _has_record(primary, t, target))
+            report.seconds = sweep.seconds
+            return report
+        if seconds:
+            seconds = max(1.0, deadline - time.perf_counter())
     if not trials:
         trials = 10**9  # time budget only: the monitor stops tuning
         # Small batches so the first pass reaches every kernel before the budget runs out.
         per_iter = num_trials_per_iter or 8
     else:
         per_iter = num_trials_per_iter or max(2, min(64, trials // len(todo)))
-    cores = int(target.attrs.get("num-cores", os.cpu_count() or 1)) if target.kind.name == "llvm" else (os.cpu_count() or 1)
-    if builder is None:
-        builder = ForkBuilder(max_workers=max(1, min(cores, os.cpu_count() or 1)), timeout_sec=BUILD_TIMEOUT_S)
-    runner = make_runner(rpc)
     monitor = TuningMonitor(total_trials=trials if trials < 10**9 else None, seconds=seconds,
                             task_names=[t.task_name for t in todo])
     _say(f"tune: {len(todo)} of {len(tasks)} kernels to tune for {target_key(target)}"
@@ -392,14 +421,94 @@ def tune(mod, target, db_dir: Path, *, trials: int = 0, seconds: float | None = 
             raise
     finally:
         monitor.finish()
-    report.seconds = round(time.perf_counter() - start, 1)
+    report.seconds = round(time.perf_counter() - start + report.analytic.get("seconds", 0.0), 1)
     report.trials_run = monitor.trials
     report.failed_trials = monitor.failures
     report.best_gflops = {k: round(v, 2) for k, v in monitor.best_gflops.items()}
-    report.tasks_tuned_now = sum(1 for t in todo if _has_record(primary, t, target))
+    report.tasks_tuned_now = sum(1 for t in untuned if _has_record(primary, t, target))
     _say(f"tune: {report.trials_run} trials in {report.seconds:.0f} s; {report.tasks_tuned_now} of {len(todo)} "
          f"kernels got records ({report.failed_trials} failed candidates)")
     return report
+
+
+TILES_PER_CONV = 6  # register tiles the analytic sweep measures per conv kernel
+
+
+@dataclass
+class SweepReport:
+    kernels: int = 0
+    candidates: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    speedup_over_default: dict[str, float] = field(default_factory=dict)  # conv kernel -> first tile / best
+
+
+def sweep_analytic(tasks, target, database, *, builder, runner, tiles_per_conv: int = TILES_PER_CONV,
+                   deadline: float | None = None) -> SweepReport:
+    """Measure the analytic CPU schedules of every kernel and commit them as records.
+
+    Conv kernels get their first `tiles_per_conv` register tiles, the other kernels the parallel
+    fallback; conv kernels the conv rule cannot take (NCHW, grouped) are left to the search.
+    Each measured candidate becomes a MetaSchedule record (the schedule's trace), so compiles
+    apply the fastest exactly as they apply searched records, and a later search only replaces
+    one by measuring something faster. The space is small, so this takes about a minute for
+    yolov8n where MetaSchedule's search takes hours to reach the same kernels. Stops between
+    kernels at `deadline` (perf_counter time).
+    """
+    from tvm.s_tir import meta_schedule as ms
+
+    from yolograph.backends.tvm.cpu_schedules import analytic_schedules
+
+    report = SweepReport()
+    start = time.perf_counter()
+    device = "cuda" if target.kind.name == "cuda" else "cpu"
+    for index, task in enumerate(tasks):
+        if deadline is not None and time.perf_counter() >= deadline:
+            break
+        workload_mod = task.dispatched[0]
+        func = workload_mod["main"]
+        schedules = analytic_schedules(func, target, tiles_per_conv, fallback="conv2d" not in task.task_name)
+        if not schedules:
+            continue
+        builds = builder.build([ms.builder.BuilderInput(sch.mod, target) for sch in schedules])
+        args_info = ms.arg_info.ArgInfo.from_prim_func(func)
+        runs = [None if b.error_msg else runner.run([ms.runner.RunnerInput(b.artifact_path, device, args_info)])[0]
+                for b in builds]
+        workload = database.commit_workload(workload_mod)
+        seconds = []
+        for sch, future in zip(schedules, runs):
+            result = future.result() if future is not None else None
+            if result is None or result.error_msg or not result.run_secs:
+                report.failed += 1
+                seconds.append(math.inf)
+                continue
+            run_secs = [float(x) for x in result.run_secs]
+            database.commit_tuning_record(ms.database.TuningRecord(sch.trace, workload, run_secs, target, args_info))
+            seconds.append(sum(run_secs) / len(run_secs))
+        report.kernels += 1
+        report.candidates += len(schedules)
+        if len(schedules) > 1 and math.isfinite(min(seconds)) and math.isfinite(seconds[0]):
+            report.speedup_over_default[task.task_name] = round(seconds[0] / min(seconds), 3)
+        _progress(f"tune: analytic schedules, kernel {index + 1}/{len(tasks)}, {report.candidates} candidates, "
+                  f"{time.perf_counter() - start:.0f} s")
+    _progress_done()
+    report.seconds = round(time.perf_counter() - start, 1)
+    return report
+
+
+def _progress(line: str) -> None:
+    from yolograph.progress import enabled
+
+    if enabled():
+        sys.stderr.write("\r" + line.ljust(100))
+        sys.stderr.flush()
+
+
+def _progress_done() -> None:
+    from yolograph.progress import enabled
+
+    if enabled():
+        sys.stderr.write("\n")
 
 
 class _SigintFlag:
