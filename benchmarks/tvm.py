@@ -1,23 +1,26 @@
-"""TVM backend benchmark: ORT vs TVM untuned vs TVM tuned (trial budgets), INT8, NHWC — one run, ratios.
+"""TVM backend benchmark: what moves yolov8n's CPU latency, against ORT in the same run (ratios).
 
-    python benchmarks/tvm.py                       # yolov8n 640; budgets 2,8 trials per kernel (~30-60 min on 2 cores)
-    python benchmarks/tvm.py --budgets 4 --no-int8 # one budget only
-    python benchmarks/tvm.py --smoke --out /tmp/tvm.json   # seconds, on a tiny Conv graph: what the test suite runs
-    python benchmarks/tvm.py --map-only                     # adds mAP50-95 (coco128 32:128) of the artifacts
-                                                            # of the last full run to its JSON (~5 min)
+    python benchmarks/tvm.py                     # yolov8n 640: every row, 300 s tuned row, mAP (~25 min on 2 cores)
+    python benchmarks/tvm.py --tune-seconds 1800 # a longer tuned row
+    python benchmarks/tvm.py --budgets 2,6       # add MetaSchedule-only rows (NCHW, N trials per kernel)
+    python benchmarks/tvm.py --smoke --out /tmp/tvm.json   # seconds, on a tiny Conv graph: what the tests run
 
-Rows, all measured in this one process with interleaved rounds (other processes share the CPU, so
-a slow spell hits every variant alike):
-  ort-fp32            ONNX Runtime CPU, the reference
-  tvm-untuned-strict  TVM llvm for this CPU, no tuning, IEEE float (no fast-math)
-  tvm-untuned         the same with yolograph's default fast-math flags (FMA contraction, reassociation)
-  tvm-tuned-bN        MetaSchedule with N trials per kernel (N x kernels in total), fresh database each;
-                      tuning wall time and the compile time with the warm database are recorded
-  tvm-nhwc-untuned    conv2d in NHWC via ConvertLayout (layout transforms left are counted)
-  ort-int8 / tvm-int8 / tvm-int8-fsim   the tvm-profile QDQ model (calibrated on coco128 0-31) on ORT
-                      (QLinear kernels), on TVM with the integer conv2d rewrite, and on TVM float-simulated
-Accuracy: max |TVM - ORT| / max |ORT| per output group (box rows, class rows) on a random and a real
-image; INT8 against ORT's QDQ output. Writes benchmarks/results/tvm_cpu.json (or --out).
+Rows, one step at a time from TVM's own default to the backend's default:
+  ort-fp32                ONNX Runtime CPU (--threads intra-op threads), the reference
+  tvm-naive-nchw          TVM's pipeline on the NCHW import with no schedules (analytic=False): naive loops
+  tvm-naive-nhwc          the same with conv2d converted to NHWC/HWIO
+  tvm-analytic-exact-exp  + yolograph's analytic CPU schedules, IEEE float (no fast-math, so no fast_exp)
+  tvm-analytic            + fast-math flags and the polynomial fast_exp: the backend's default, no tuning
+  tvm-tuned-<S>s          tune --tune-seconds S from a fresh database (analytic sweep, then MetaSchedule on
+                          the remaining kernels); tuning wall time and the warm-database compile recorded
+  tvm-metaschedule-b<N>   (--budgets) MetaSchedule alone, NCHW, N trials per kernel, naive loops elsewhere
+  ort-int8 / tvm-int8 / tvm-int8-fsim   the tvm-profile QDQ model (calibrated on coco128 0-31): ORT
+                          QLinear kernels; TVM integer conv2d rewrite; TVM float-simulated Q/DQ
+Latency is measured in a fresh process after every compile (a process that has just tuned runs
+TVM kernels measurably slower), all variants interleaved round by round. Accuracy: max |TVM - ORT|
+/ max |ORT| per output group (box rows, class rows) on a random and a real image (INT8 against ORT
+INT8); mAP50-95 on coco128 32-127 for ORT and the TVM default and INT8 artifacts (--no-map skips).
+Writes benchmarks/results/tvm_cpu.json (or --out) and prints a markdown table.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -40,14 +44,6 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "tvm_cpu.json"
 
 
-def interleaved(calls: dict[str, Callable[[], object]], rounds: int, runs: int, warmup: int = 1) -> dict[str, dict]:
-    """Median/p90 ms of each call over rounds x runs, the variants taking turns every round."""
-    from yolograph.backends.benchmark import interleaved_times, summarize_ms
-
-    return {name: summarize_ms(times)
-            for name, times in interleaved_times(calls, rounds=rounds, runs=runs, warmup=warmup).items()}
-
-
 def group_error(actual: np.ndarray, reference: np.ndarray) -> dict[str, float]:
     """max |a - ref| / max |ref| for box rows (0-3) and class rows (4-)."""
     out = {}
@@ -58,14 +54,17 @@ def group_error(actual: np.ndarray, reference: np.ndarray) -> dict[str, float]:
 
 
 def tiny_model():
-    """x[1,3,16,16] -> Conv3x3 -> SiLU -> [Conv1x1, MaxPool] -> Concat: exercises every row in seconds."""
+    """x[1,3,16,16] -> Conv3x3 -> SiLU -> [Conv1x1, MaxPool] -> Concat: exercises every row in seconds.
+
+    16 channels: one AVX-512 vector, so the analytic conv schedule applies as on yolov8n.
+    """
     from onnx import TensorProto, helper, numpy_helper
 
     from yolograph.ir.model import Model
 
     rng = np.random.default_rng(0)
-    inits = {"w1": rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32), "b1": rng.normal(0, 0.3, 8).astype(np.float32),
-             "w2": rng.normal(0, 0.3, (8, 8, 1, 1)).astype(np.float32)}
+    inits = {"w1": rng.normal(0, 0.3, (16, 3, 3, 3)).astype(np.float32), "b1": rng.normal(0, 0.3, 16).astype(np.float32),
+             "w2": rng.normal(0, 0.3, (16, 16, 1, 1)).astype(np.float32)}
     nodes = [
         helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
         helper.make_node("Sigmoid", ["c1"], ["s1"], name="sig1"),
@@ -75,7 +74,7 @@ def tiny_model():
         helper.make_node("Concat", ["c2", "p1"], ["y"], name="cat", axis=1),
     ]
     graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 16, 16])],
                               [numpy_helper.from_array(v, k) for k, v in inits.items()])
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     proto.ir_version = 8
@@ -84,32 +83,29 @@ def tiny_model():
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true",
-                        help="a tiny Conv/SiLU/MaxPool/Concat graph, 2 tuning trials, one round: checks the script runs")
-    parser.add_argument("--budgets", default="2,8", help="tuning budgets, trials per kernel (comma list)")
+    parser.add_argument("--smoke", action="store_true", help="a tiny graph, short tuning, one round: checks the script runs")
+    parser.add_argument("--tune-seconds", type=float, default=300.0, help="budget of the tuned row (0: no tuned row)")
+    parser.add_argument("--budgets", default="", help="MetaSchedule-only rows: trials per kernel (comma list)")
     parser.add_argument("--threads", type=int, default=2, help="ORT intra-op threads (TVM uses all cores)")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--tune-seconds", type=float, default=None,
-                        help="also a row tuned for this wall-clock budget (fresh database)")
-    parser.add_argument("--no-strict", action="store_true", help="skip the strict-IEEE untuned row")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--no-naive", action="store_true", help="skip the two naive-loop rows (seconds per run)")
     parser.add_argument("--no-int8", action="store_true")
-    parser.add_argument("--no-nhwc", action="store_true")
+    parser.add_argument("--no-map", action="store_true")
     parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "yolograph" / "bench-tvm",
-                        help="artifacts and per-budget tuning databases")
+                        help="artifacts and tuning databases")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--artifacts", help="NAME=PATH,...: only time these TVM artifacts against ORT FP32 "
-                        "(e.g. ones compiled with shipped records), interleaved, into --out")
-    parser.add_argument("--map-only", action="store_true",
-                        help="evaluate mAP of the last full run's artifacts (ORT FP32/INT8, best tuned TVM, TVM INT8) into --out")
+    parser.add_argument("--retime", action="store_true",
+                        help="re-measure the latency of the last run's models (--work, --out) on an idle machine")
+    parser.add_argument("--time", type=Path, help=argparse.SUPPRESS)  # internal: the timing subprocess
     args = parser.parse_args(argv)
-    if args.map_only:
-        return add_map(args)
-    if args.artifacts:
-        return time_artifacts(args)
-    budgets = [int(b) for b in args.budgets.split(",") if b.strip()]
+    if args.time:
+        return time_manifest(args)
+    if args.retime:
+        return retime(args)
     if args.smoke:
-        args.rounds, args.runs, budgets = 1, 1, [1]
+        args.rounds, args.runs, args.tune_seconds, args.no_map = 1, 1, 20.0, True
+        args.budgets = args.budgets or "1"
 
     import tvm
 
@@ -120,23 +116,22 @@ def main(argv: list[str] | None = None) -> int:
     from yolograph.evaluation import open_dataset
     from yolograph.evaluation.preprocess import preprocess_image
     from yolograph.frontends import load_model
-    from yolograph.ir.serialization import write_bytes_atomic
+    from yolograph.ir.serialization import save_model, write_bytes_atomic
     from yolograph.pipeline import run_pipeline
 
-    work = args.work / ("smoke" if args.smoke else "full" if not args.tune_seconds else "timed")
+    work = args.work / ("smoke" if args.smoke else "full")
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
     os.environ["YOLOGRAPH_TVM_TUNING_DB"] = str(work / "db-none")  # untuned rows see no records,
     os.environ["YOLOGRAPH_TVM_SHIPPED_RECORDS"] = "0"  # not even the shipped ones (data/tuning)
 
-    if args.smoke:
-        model = tiny_model()
-    else:
-        model = load_model(official_yolov8n())
-    imgsz = model.inputs[0].shape[2:]
+    model = tiny_model() if args.smoke else load_model(official_yolov8n())
+    model_path = work / "model.onnx"
+    save_model(model, model_path)
+    imgsz = tuple(model.inputs[0].shape[2:])
     coco = coco128()
-    image, _ = preprocess_image(open_dataset(coco).image_paths[0], tuple(imgsz))
+    image, _ = preprocess_image(open_dataset(coco).image_paths[0], imgsz)
     inputs = {"random": np.random.default_rng(0).random(model.inputs[0].shape, dtype=np.float32), "real": image}
     host = parse_target(None)
     results: dict = {
@@ -146,87 +141,85 @@ def main(argv: list[str] | None = None) -> int:
         "tvm_version": tvm.__version__,
         "model": "tiny Conv graph 3x16x16 (smoke)" if args.smoke else "yolov8n.onnx (COCO) 640x640",
         "smoke": args.smoke,
-        "rows": {},
+        "rows": {"ort-fp32": {"backend": "ort"}},
     }
     rows = results["rows"]
-    runners: dict[str, Callable[[], object]] = {}
-    references = {}
-
+    manifest: dict[str, dict] = {"ort-fp32": {"kind": "ort", "path": str(model_path)}}
     ort = OrtRunner(model, OrtOptions(threads=args.threads))
     references = {name: ort.predict(x) for name, x in inputs.items()}
-    runners["ort-fp32"] = lambda: ort.predict(inputs["random"])
-    rows["ort-fp32"] = {"backend": "ort"}
 
-    def add_tvm(name: str, source, **compile_kwargs) -> dict:
+    def add_tvm(name: str, source, refs, **compile_kwargs) -> dict:
         start = time.perf_counter()
         path = ytvm.compile_model(source, work / f"{name}.so", **compile_kwargs)
         total = time.perf_counter() - start
         sidecar = json.loads((work / f"{name}.so.json").read_text())
         runner = ytvm.load_runner(path)
-        row = {"backend": "tvm", "compile_s": round(total, 1), "target": sidecar["target"],
-               "tuned_kernels": f"{sidecar['tuning']['tuned_tasks']}/{sidecar['tuning']['tasks']}"}
-        if source is model:
-            row["error_vs_ort"] = {k: group_error(runner.predict(x), references[k]) for k, x in inputs.items()}
-        runners[name] = lambda: runner.predict(inputs["random"])
+        tuning = sidecar["tuning"]
+        row = {"backend": "tvm", "compile_s": round(total, 1), "target": sidecar["target"], "layout": sidecar["layout"],
+               "analytic_schedules": sidecar["analytic_schedules"], "fast_exp": sidecar.get("fast_exp"),
+               "kernels": tuning["tasks"], "tuned_kernels": tuning["tuned_tasks"],
+               "analytic_conv_kernels": tuning["analytic_conv_tasks"], "naive_conv_kernels": tuning["naive_conv_tasks"],
+               "error": {k: group_error(runner.predict(x), refs[k]) for k, x in inputs.items()}}
+        for key in ("trials_run", "seconds", "cost_model", "analytic"):
+            if key in tuning:
+                row[f"tuning_{key}"] = tuning[key]
         rows[name] = row
+        manifest[name] = {"kind": "tvm", "path": str(path)}
         print(f"{name}: compiled in {total:.0f} s", file=sys.stderr, flush=True)
         return row
 
-    strict = {**host, **{flag: False for flag in CPU_FAST_MATH}}
-    if not args.no_strict:
-        add_tvm("tvm-untuned-strict", model, target=json.dumps(strict))
-    add_tvm("tvm-untuned", model)
-
+    strict = json.dumps({**host, **{flag: False for flag in CPU_FAST_MATH}})
+    if not args.no_naive:
+        add_tvm("tvm-naive-nchw", model, references, layout="NCHW", analytic=False)
+        add_tvm("tvm-naive-nhwc", model, references, layout="NHWC", analytic=False)
+    add_tvm("tvm-analytic-exact-exp", model, references, target=strict)
+    add_tvm("tvm-analytic", model, references)
     if args.tune_seconds:
         name = f"tvm-tuned-{args.tune_seconds:.0f}s"
         db = work / f"db-{args.tune_seconds:.0f}s"
-        row = add_tvm(name, model, tune_seconds=args.tune_seconds, tuning_db=db)
-        sidecar = json.loads((work / f"{name}.so.json").read_text())["tuning"]
-        row.update(tune_seconds_budget=args.tune_seconds, trials=sidecar.get("trials_run"),
-                   tuning_s=sidecar.get("seconds"), failed_trials=sidecar.get("failed_trials"),
-                   cost_model=sidecar.get("cost_model"))
+        row = add_tvm(name, model, references, tune_seconds=args.tune_seconds, tuning_db=db)
+        row["tune_seconds_budget"] = args.tune_seconds
         start = time.perf_counter()
         ytvm.compile_model(model, work / f"{name}-warm.so", tuning_db=db)
         row["warm_compile_s"] = round(time.perf_counter() - start, 1)
-
-    for budget in budgets:
-        name = f"tvm-tuned-b{budget}"
-        db = work / f"db-b{budget}"
+    for budget in [int(b) for b in args.budgets.split(",") if b.strip()]:
         from yolograph.backends.tvm.compile import lower_to_relax, resolve_options
         from yolograph.backends.tvm.tuning import extract_tasks
 
+        db = work / f"db-b{budget}"
         options = resolve_options(model, target=None, tune_trials=0, tune_seconds=None, tuning_db=db, rpc=None,
-                                  layout=None, int8=None)
+                                  layout="NCHW", int8=None)
         kernels = len(extract_tasks(lower_to_relax(model, options)[0], tvm.target.Target(options.target)))
         trials = 2 if args.smoke else budget * kernels
-        row = add_tvm(name, model, tune_trials=trials, tuning_db=db)
-        sidecar = json.loads((work / f"{name}.so.json").read_text())["tuning"]
-        row.update(trials_per_kernel=budget, trials=sidecar.get("trials_run"), tuning_s=sidecar.get("seconds"),
-                   failed_trials=sidecar.get("failed_trials"), cost_model=sidecar.get("cost_model"))
-        start = time.perf_counter()
-        ytvm.compile_model(model, work / f"{name}-warm.so", tuning_db=db)
-        row["warm_compile_s"] = round(time.perf_counter() - start, 1)
-
-    if not args.no_nhwc:
-        row = add_tvm("tvm-nhwc-untuned", model, layout="NHWC")
-        row["layout_stats"] = json.loads((work / "tvm-nhwc-untuned.so.json").read_text())["layout_stats"]
+        row = add_tvm(f"tvm-metaschedule-b{budget}", model, references, layout="NCHW", analytic=False,
+                      tune_trials=trials, tuning_db=db)
+        row["trials_per_kernel"] = budget
 
     if not args.no_int8:
         calibration = "count=2" if args.smoke else "range=0:32"
         placement = "profile=tvm,head_aware=false" if args.smoke else "profile=tvm"
         quantized, _ = run_pipeline(
             model, f"insert-qdq{{{placement}}},calibrate{{images={coco},{calibration},method=percentile}}", verify=False)
+        quantized_path = work / "int8.onnx"
+        save_model(quantized, quantized_path)
         ort_q = OrtRunner(quantized, OrtOptions(threads=args.threads))
         q_refs = {name: ort_q.predict(x) for name, x in inputs.items()}
-        runners["ort-int8"] = lambda: ort_q.predict(inputs["random"])
+        manifest["ort-int8"] = {"kind": "ort", "path": str(quantized_path)}
         rows["ort-int8"] = {"backend": "ort", "error_vs_ort_fp32": {k: group_error(q_refs[k], references[k]) for k in inputs}}
         for name, int8 in (("tvm-int8", True), ("tvm-int8-fsim", False)):
-            row = add_tvm(name, quantized, int8=int8)
-            runner = ytvm.load_runner(work / f"{name}.so")
-            row["error_vs_ort_int8"] = {k: group_error(runner.predict(x), q_refs[k]) for k, x in inputs.items()}
+            row = add_tvm(name, quantized, q_refs, int8=int8)
+            row["error_vs"] = "ort-int8"
             row["int8"] = json.loads((work / f"{name}.so.json").read_text())["int8"]
 
-    latency = interleaved(runners, args.rounds, args.runs)
+    add_latency(rows, time_in_subprocess(manifest, args, work))
+    if not args.no_map:
+        add_map(rows, manifest, coco, args.threads)
+    write_bytes_atomic(args.out, json.dumps(results, indent=2).encode())
+    print(markdown(results))
+    return 0
+
+
+def add_latency(rows: dict, latency: dict[str, dict]) -> None:
     ort_ms = latency["ort-fp32"]["median_ms"]
     for name, stats in latency.items():
         rows[name].update(stats)
@@ -235,98 +228,99 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("tvm-int8", "tvm-int8-fsim"):
             rows[name]["speed_vs_ort_int8"] = round(latency["ort-int8"]["median_ms"] / latency[name]["median_ms"], 3)
 
+
+def retime(args) -> int:
+    """New latency for every model of the last run (its manifest in --work), written back into --out."""
+    from yolograph.ir.serialization import write_bytes_atomic
+
+    work = args.work / "full"
+    results = json.loads(args.out.read_text())
+    manifest = json.loads((work / "manifest.json").read_text())["entries"]
+    add_latency(results["rows"], time_in_subprocess(manifest, args, work))
+    results["retimed"] = time.strftime("%Y-%m-%d %H:%M")
     write_bytes_atomic(args.out, json.dumps(results, indent=2).encode())
     print(markdown(results))
     return 0
 
 
-def time_artifacts(args) -> int:
-    """ORT FP32 vs the named TVM artifacts of yolov8n, interleaved; max rel. error on a random image."""
-    from yolograph.backends import tvm as ytvm
-    from yolograph.backends.ort import OrtOptions, OrtRunner
-    from yolograph.data import official_yolov8n
-    from yolograph.frontends import load_model
-    from yolograph.ir.serialization import write_bytes_atomic
+def time_in_subprocess(manifest: dict[str, dict], args, work: Path) -> dict[str, dict]:
+    """Interleaved latency of every manifest entry, measured by a fresh `python benchmarks/tvm.py --time`."""
+    manifest_path, out = work / "manifest.json", work / "latency.json"
+    manifest_path.write_text(json.dumps({"entries": manifest, "rounds": args.rounds, "runs": args.runs,
+                                         "threads": args.threads, "out": str(out)}))
+    subprocess.run([sys.executable, __file__, "--time", str(manifest_path)], check=True)
+    return json.loads(out.read_text())
 
-    model = load_model(official_yolov8n())
-    x = np.random.default_rng(0).random(model.inputs[0].shape, dtype=np.float32)
-    ort = OrtRunner(model, OrtOptions(threads=args.threads))
-    reference = ort.predict(x)
-    calls = {"ort-fp32": lambda: ort.predict(x)}
-    rows: dict[str, dict] = {"ort-fp32": {"backend": "ort"}}
-    for item in args.artifacts.split(","):
-        name, _, path = item.partition("=")
-        runner = ytvm.load_runner(Path(path))
-        calls[name] = (lambda r: lambda: r.predict(x))(runner)
-        rows[name] = {"backend": "tvm", "artifact": path, "target": runner.sidecar["target"],
-                      "tuning": runner.sidecar["tuning"], "error_vs_ort": {"random": group_error(runner.predict(x), reference)}}
-    for name, stats in interleaved(calls, args.rounds, args.runs).items():
-        rows[name].update(stats)
-    ort_ms = rows["ort-fp32"]["median_ms"]
-    for row in rows.values():
-        row["speed_vs_ort_fp32"] = round(ort_ms / row["median_ms"], 3)
-    results = {"date": time.strftime("%Y-%m-%d %H:%M"), "model": "yolov8n.onnx (COCO) 640x640",
-               "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count()}, "rows": rows}
-    write_bytes_atomic(args.out, json.dumps(results, indent=2, default=str).encode())
-    for name, row in rows.items():
-        print(f"{name}: median {row['median_ms']:.1f} ms, {row['speed_vs_ort_fp32']:.3f}x ORT")
+
+def time_manifest(args) -> int:
+    """The timing subprocess: load each ORT model / TVM artifact and time them interleaved."""
+    from yolograph.backends import tvm as ytvm
+    from yolograph.backends.benchmark import interleaved_times, summarize_ms
+    from yolograph.backends.ort import OrtOptions, OrtRunner
+    from yolograph.frontends import load_model
+
+    spec = json.loads(args.time.read_text())
+    calls: dict[str, Callable[[], object]] = {}
+    for name, entry in spec["entries"].items():
+        if entry["kind"] == "ort":
+            runner = OrtRunner(load_model(entry["path"]), OrtOptions(threads=spec["threads"]))
+        else:
+            runner = ytvm.load_runner(Path(entry["path"]))
+        shape = [int(d) for d in runner.inputs[0].shape] if entry["kind"] == "ort" else runner.inputs[0]["shape"]
+        x = np.random.default_rng(0).random(shape, dtype=np.float32)
+        calls[name] = (lambda r, x: lambda: r.predict(x))(runner, x)
+    times = interleaved_times(calls, rounds=spec["rounds"], runs=spec["runs"], warmup=1)
+    Path(spec["out"]).write_text(json.dumps({name: summarize_ms(t) for name, t in times.items()}))
     return 0
 
 
-def add_map(args) -> int:
-    """mAP50-95 on coco128 images 32-127 for ORT FP32, ORT INT8 and the TVM artifacts of the last full run."""
+def add_map(rows: dict, manifest: dict, coco: Path, threads: int) -> None:
+    """mAP50-95 on coco128 images 32-127 for ORT FP32/INT8 and the TVM default and INT8 artifacts."""
     from yolograph.backends import tvm as ytvm
     from yolograph.backends.ort import OrtOptions, OrtRunner
-    from yolograph.data import coco128, official_yolov8n
     from yolograph.evaluation import evaluate
     from yolograph.frontends import load_model
-    from yolograph.ir.serialization import write_bytes_atomic
-    from yolograph.pipeline import run_pipeline
 
-    results = json.loads(args.out.read_text())
-    work = args.work / "full"
-    coco = coco128()
-    model = load_model(official_yolov8n())
-    quantized, _ = run_pipeline(
-        model, f"insert-qdq{{profile=tvm}},calibrate{{images={coco},range=0:32,method=percentile}}", verify=False)
-    predictors = {"ort-fp32": OrtRunner(model, OrtOptions(threads=args.threads)).predict,
-                  "ort-int8": OrtRunner(quantized, OrtOptions(threads=args.threads)).predict}
-    tuned = sorted((n for n in results["rows"] if n.startswith("tvm-tuned-b")), key=lambda n: int(n.rsplit("b", 1)[1]))
-    for name in [*tuned[-1:], "tvm-int8"]:
-        if (work / f"{name}.so").exists():
-            predictors[name] = ytvm.load_runner(work / f"{name}.so").predict
-    for name, predict in predictors.items():
+    for name in ("ort-fp32", "ort-int8", "tvm-analytic", "tvm-int8"):
+        if name not in manifest:
+            continue
+        entry = manifest[name]
+        runner = (OrtRunner(load_model(entry["path"]), OrtOptions(threads=threads)) if entry["kind"] == "ort"
+                  else ytvm.load_runner(Path(entry["path"])))
         start = time.perf_counter()
-        result = evaluate(predict, coco, imgsz=(640, 640), images="32:128")
-        results["rows"][name]["map50_95"] = round(result.map50_95, 4)
-        results["rows"][name]["map50"] = round(result.map50, 4)
-        print(f"{name}: mAP50-95 {result.map50_95:.4f} mAP50 {result.map50:.4f} "
-              f"({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
-    results["map_images"] = "coco128 32:128"
-    write_bytes_atomic(args.out, json.dumps(results, indent=2).encode())
-    return 0
+        result = evaluate(runner.predict, coco, imgsz=(640, 640), images="32:128")
+        rows[name]["map50_95"] = round(result.map50_95, 4)
+        rows[name]["map50"] = round(result.map50, 4)
+        print(f"{name}: mAP50-95 {result.map50_95:.4f} ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
 
 
 def markdown(results: dict) -> str:
     lines = [f"{results['model']}, {results['machine']['cpu_count']} cores ({results['machine']['llvm_cpu']}), "
              f"{results['date']}, TVM {results['tvm_version']}", "",
-             "| variant | median ms | p90 ms | speed vs ORT FP32 | tuning | compile s | max rel. error (box/cls) |",
-             "| --- | ---: | ---: | ---: | --- | ---: | --- |"]
+             "| variant | median ms | p90 ms | speed vs ORT FP32 | conv kernels: analytic / naive / tuned of all | "
+             "tuning | compile s | max rel. error (box / cls) | mAP50-95 |",
+             "| --- | ---: | ---: | ---: | --- | --- | ---: | --- | ---: |"]
     for name, row in results["rows"].items():
         tuning = ""
-        if "trials" in row:
-            tuning = f"{row['trials']} trials, {row['tuning_s']:.0f} s, warm compile {row['warm_compile_s']:.0f} s"
-        elif row.get("tuned_kernels"):
-            tuning = f"kernels tuned {row['tuned_kernels']}"
-        errors = row.get("error_vs_ort") or row.get("error_vs_ort_int8") or row.get("error_vs_ort_fp32") or {}
+        if "tuning_seconds" in row:
+            tuning = f"{row['tuning_seconds']:.0f} s, {row.get('tuning_trials_run', 0)} search trials"
+            if row.get("tuning_analytic"):
+                tuning += f" + {row['tuning_analytic']['candidates']} analytic candidates"
+            if "warm_compile_s" in row:
+                tuning += f"; warm compile {row['warm_compile_s']:.0f} s"
+        kernels = (f"{row['analytic_conv_kernels']} / {row['naive_conv_kernels']} / {row['tuned_kernels']} of {row['kernels']}"
+                   if "kernels" in row else "")
+        errors = row.get("error") or row.get("error_vs_ort_fp32") or {}
         worst = {g: max(e[g] for e in errors.values()) for g in ("box", "cls")} if errors else None
         err = f"{worst['box']:.1e} / {worst['cls']:.1e}" if worst else ""
-        if "error_vs_ort_int8" in row:
-            err += " (vs ORT INT8)"
+        if row.get("error_vs"):
+            err += f" (vs {row['error_vs']})"
         elif "error_vs_ort_fp32" in row:
-            err += " (vs ORT FP32)"
+            err += " (vs ort-fp32)"
+        map_ = f"{row['map50_95']:.4f}" if "map50_95" in row else ""
         lines.append(f"| {name} | {_ms(row.get('median_ms'))} | {_ms(row.get('p90_ms'))} | "
-                     f"{row.get('speed_vs_ort_fp32', float('nan')):.3f}x | {tuning} | {row.get('compile_s', '')} | {err} |")
+                     f"{row.get('speed_vs_ort_fp32', float('nan')):.3f}x | {kernels} | {tuning} | "
+                     f"{row.get('compile_s', '')} | {err} | {map_} |")
     return "\n".join(lines)
 
 

@@ -249,7 +249,7 @@ def test_real_yolov8n_matches_ort_on_random_and_real_images(yolov8n, coco_dir, t
 
 
 def test_benchmark_script_smoke(tmp_path):
-    """benchmarks/tvm.py --smoke runs every row (ORT, untuned, tuned, NHWC, INT8) on a tiny graph."""
+    """benchmarks/tvm.py --smoke runs every row (ORT, naive, analytic, tuned, MetaSchedule, INT8) on a tiny graph."""
     from pathlib import Path
 
     script = Path(__file__).resolve().parent.parent / "benchmarks" / "tvm.py"
@@ -258,11 +258,16 @@ def test_benchmark_script_smoke(tmp_path):
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.loads(out.read_text())["rows"]
-    assert {"ort-fp32", "tvm-untuned", "tvm-untuned-strict", "tvm-tuned-b1", "tvm-nhwc-untuned",
-            "ort-int8", "tvm-int8", "tvm-int8-fsim"} <= set(rows)
-    assert rows["tvm-tuned-b1"]["trials"] == 2 and rows["tvm-tuned-b1"]["tuned_kernels"] != "0/4"
-    for name in ("tvm-untuned", "tvm-untuned-strict", "tvm-tuned-b1", "tvm-nhwc-untuned"):
-        assert max(max(e.values()) for e in rows[name]["error_vs_ort"].values()) < 1e-3
+    assert {"ort-fp32", "tvm-naive-nchw", "tvm-naive-nhwc", "tvm-analytic-exact-exp", "tvm-analytic", "tvm-tuned-20s",
+            "tvm-metaschedule-b1", "ort-int8", "tvm-int8", "tvm-int8-fsim"} <= set(rows)
+    assert rows["tvm-naive-nchw"]["analytic_conv_kernels"] == 0 and rows["tvm-naive-nchw"]["layout"] == "NCHW"
+    assert rows["tvm-analytic"]["analytic_conv_kernels"] == 2 and rows["tvm-analytic"]["naive_conv_kernels"] == 0
+    assert rows["tvm-analytic"]["fast_exp"]["sigmoid"] == 1 and not rows["tvm-analytic-exact-exp"]["fast_exp"]
+    assert rows["tvm-tuned-20s"]["tuned_kernels"] > 0 and rows["tvm-tuned-20s"]["tuning_analytic"]["candidates"] > 0
+    assert rows["tvm-metaschedule-b1"]["tuning_trials_run"] == 2
+    for name, row in rows.items():
+        if "error" in row and name != "tvm-int8-fsim":
+            assert max(max(e.values()) for e in row["error"].values()) < 1e-3, name
     assert rows["tvm-int8"]["int8"]["integer_conv2d"] == 2
     assert all(r["median_ms"] > 0 for r in rows.values())
-    assert "| tvm-tuned-b1 |" in result.stdout
+    assert "| tvm-analytic |" in result.stdout

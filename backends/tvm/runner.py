@@ -58,6 +58,7 @@ class TvmRunner:
         library = _library_of(path, sidecar)
         if not library.exists():
             raise BackendError(f"The TVM library {library} named by the sidecar is missing; recompile the model.")
+        threads = threads or _compiled_cores(sidecar)
         if threads:  # TVM's thread pool reads this once, when it starts
             os.environ["TVM_NUM_THREADS"] = str(threads)
         tvm = import_tvm()
@@ -136,6 +137,19 @@ def _device(tvm, name: str):
     if not device.exist:
         raise BackendError(f"This TVM artifact runs on {name}, but no {name} device is available here.")
     return device
+
+
+def _compiled_cores(sidecar: dict[str, Any]) -> int | None:
+    """The CPU target's num-cores, unless the user set TVM_NUM_THREADS.
+
+    Without it TVM starts half the logical CPUs on x86 (it assumes hyper-threading), which on a
+    2-vCPU machine with one thread per core is a single thread: half the speed the schedules,
+    parallelized for num-cores, were built for.
+    """
+    if os.environ.get("TVM_NUM_THREADS") or sidecar.get("device") != "cpu":
+        return None
+    cores = (sidecar.get("target") or {}).get("num-cores")
+    return int(cores) if cores else None
 
 
 def load_runner(path: Path, threads: int | None = None) -> TvmRunner:

@@ -352,6 +352,10 @@ def tune(mod, target, db_dir: Path, *, trials: int = 0, seconds: float | None = 
     cores = int(target.attrs.get("num-cores", os.cpu_count() or 1)) if target.kind.name == "llvm" else (os.cpu_count() or 1)
     if builder is None:
         builder = ForkBuilder(max_workers=max(1, min(cores, os.cpu_count() or 1)), timeout_sec=BUILD_TIMEOUT_S)
+    if target.kind.name == "llvm" and not rpc and not os.environ.get("TVM_NUM_THREADS"):
+        # Measure candidates on the cores the code is compiled for: TVM's default thread count is
+        # half the logical CPUs on x86, one thread on a 2-vCPU machine. (The runner's workers inherit this.)
+        os.environ["TVM_NUM_THREADS"] = str(cores)
     runner = make_runner(rpc)
     deadline = time.perf_counter() + seconds if seconds else None
     untuned = list(todo)
