@@ -54,12 +54,16 @@ def measure(call: Callable[[], object], *, runs: int, warmup: int, backend: str,
 
 
 def interleaved_times(calls: dict[str, Callable[[], object]], *, rounds: int, runs: int = 1, warmup: int = 1,
-                      clock: Callable[[], float] = time.perf_counter) -> dict[str, np.ndarray]:
+                      clock: Callable[[], float] = time.perf_counter, turn_warmup: int = 1) -> dict[str, np.ndarray]:
     """Milliseconds of each call over `rounds` x `runs`, the variants taking turns every round.
 
     Alternating makes a side-by-side comparison fair on a loaded machine: a busy spell slows every
     variant alike. With runs=1 the arrays line up round by round (per-round ratios). `clock` may be
     time.thread_time to count the calling thread's CPU time instead of wall time.
+
+    Each turn starts with `turn_warmup` untimed calls: ONNX Runtime's and TVM's thread pools keep
+    spinning for tens of milliseconds after a run, and a variant timed during that spin loses a core
+    (on 2 cores a TVM run right after an ORT run measured 57 ms instead of 24).
     """
     for call in calls.values():
         for _ in range(warmup):
@@ -67,6 +71,8 @@ def interleaved_times(calls: dict[str, Callable[[], object]], *, rounds: int, ru
     times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in track(range(rounds), "interleaved latency"):
         for name, call in calls.items():
+            for _ in range(turn_warmup):
+                call()
             for _ in range(runs):
                 start = clock()
                 call()

@@ -16,8 +16,9 @@ Rows, one step at a time from TVM's own default to the backend's default:
   tvm-metaschedule-b<N>   (--budgets) MetaSchedule alone, NCHW, N trials per kernel, naive loops elsewhere
   ort-int8 / tvm-int8 / tvm-int8-fsim   the tvm-profile QDQ model (calibrated on coco128 0-31): ORT
                           QLinear kernels; TVM integer conv2d rewrite; TVM float-simulated Q/DQ
-Latency is measured in a fresh process after every compile (a process that has just tuned runs
-TVM kernels measurably slower), all variants interleaved round by round. Accuracy: max |TVM - ORT|
+Latency: each model is timed alone in a fresh process (ORT and TVM thread pools slow each other
+down in one process, and a process that has just tuned runs TVM kernels slower), the models taking
+turns (--rounds turns x --runs timed runs after WARMUP_RUNS untimed ones). Accuracy: max |TVM - ORT|
 / max |ORT| per output group (box rows, class rows) on a random and a real image (INT8 against ORT
 INT8); mAP50-95 on coco128 32-127 for ORT and the TVM default and INT8 artifacts (--no-map skips).
 Writes benchmarks/results/tvm_cpu.json (or --out) and prints a markdown table.
@@ -33,7 +34,6 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,9 @@ REPO = Path(__file__).resolve().parent.parent
 # This file is named tvm.py: keep its folder off sys.path so `import tvm` finds Apache TVM.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "tvm_cpu.json"
+# Untimed runs in each timing process: a fresh TVM process needs ~5 runs to settle (the first ones
+# measured ~27 ms where the rest measured 24 ms; ORT settles after one).
+WARMUP_RUNS = 6
 
 
 def group_error(actual: np.ndarray, reference: np.ndarray) -> dict[str, float]:
@@ -87,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tune-seconds", type=float, default=300.0, help="budget of the tuned row (0: no tuned row)")
     parser.add_argument("--budgets", default="", help="MetaSchedule-only rows: trials per kernel (comma list)")
     parser.add_argument("--threads", type=int, default=2, help="ORT intra-op threads (TVM uses all cores)")
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=4, help="turns: each model timed in a fresh process per turn")
+    parser.add_argument("--runs", type=int, default=5, help="timed runs per model and turn")
     parser.add_argument("--no-naive", action="store_true", help="skip the two naive-loop rows (seconds per run)")
     parser.add_argument("--no-int8", action="store_true")
     parser.add_argument("--no-map", action="store_true")
@@ -211,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             row["error_vs"] = "ort-int8"
             row["int8"] = json.loads((work / f"{name}.so.json").read_text())["int8"]
 
+    (work / "manifest.json").write_text(json.dumps({"entries": manifest}))  # for --retime
     add_latency(rows, time_in_subprocess(manifest, args, work))
     if not args.no_map:
         add_map(rows, manifest, coco, args.threads)
@@ -244,33 +248,49 @@ def retime(args) -> int:
 
 
 def time_in_subprocess(manifest: dict[str, dict], args, work: Path) -> dict[str, dict]:
-    """Interleaved latency of every manifest entry, measured by a fresh `python benchmarks/tvm.py --time`."""
-    manifest_path, out = work / "manifest.json", work / "latency.json"
-    manifest_path.write_text(json.dumps({"entries": manifest, "rounds": args.rounds, "runs": args.runs,
-                                         "threads": args.threads, "out": str(out)}))
-    subprocess.run([sys.executable, __file__, "--time", str(manifest_path)], check=True)
-    return json.loads(out.read_text())
+    """Latency of every manifest entry, each measured alone in a fresh process, entries taking turns.
+
+    One process per entry and turn: ORT's and TVM's thread pools slow each other down when both
+    live in one process (ORT measured 33 ms next to a TVM runtime, 26-28 ms alone; TVM right after
+    an ORT run 57 ms instead of 24), and a process that has just tuned runs kernels slower.
+    """
+    from yolograph.backends.benchmark import summarize_ms
+
+    times: dict[str, list[float]] = {name: [] for name in manifest}
+    for turn in range(args.rounds):
+        for name, entry in manifest.items():
+            spec = work / "time-entry.json"
+            spec.write_text(json.dumps({"entry": entry, "runs": args.runs, "threads": args.threads,
+                                        "out": str(work / "time-result.json")}))
+            subprocess.run([sys.executable, __file__, "--time", str(spec)], check=True)
+            times[name].extend(json.loads((work / "time-result.json").read_text()))
+        print(f"latency: turn {turn + 1}/{args.rounds} done", file=sys.stderr, flush=True)
+    return {name: summarize_ms(np.asarray(values)) for name, values in times.items()}
 
 
 def time_manifest(args) -> int:
-    """The timing subprocess: load each ORT model / TVM artifact and time them interleaved."""
+    """The timing subprocess: load one ORT model or TVM artifact, warm up, time `runs` calls."""
     from yolograph.backends import tvm as ytvm
-    from yolograph.backends.benchmark import interleaved_times, summarize_ms
     from yolograph.backends.ort import OrtOptions, OrtRunner
     from yolograph.frontends import load_model
 
     spec = json.loads(args.time.read_text())
-    calls: dict[str, Callable[[], object]] = {}
-    for name, entry in spec["entries"].items():
-        if entry["kind"] == "ort":
-            runner = OrtRunner(load_model(entry["path"]), OrtOptions(threads=spec["threads"]))
-        else:
-            runner = ytvm.load_runner(Path(entry["path"]))
-        shape = [int(d) for d in runner.inputs[0].shape] if entry["kind"] == "ort" else runner.inputs[0]["shape"]
-        x = np.random.default_rng(0).random(shape, dtype=np.float32)
-        calls[name] = (lambda r, x: lambda: r.predict(x))(runner, x)
-    times = interleaved_times(calls, rounds=spec["rounds"], runs=spec["runs"], warmup=1)
-    Path(spec["out"]).write_text(json.dumps({name: summarize_ms(t) for name, t in times.items()}))
+    entry = spec["entry"]
+    if entry["kind"] == "ort":
+        runner = OrtRunner(load_model(entry["path"]), OrtOptions(threads=spec["threads"]))
+        shape = [int(d) for d in runner.inputs[0].shape]
+    else:
+        runner = ytvm.load_runner(Path(entry["path"]))
+        shape = runner.inputs[0]["shape"]
+    x = np.random.default_rng(0).random(shape, dtype=np.float32)
+    for _ in range(WARMUP_RUNS):
+        runner.predict(x)
+    times = []
+    for _ in range(spec["runs"]):
+        start = time.perf_counter()
+        runner.predict(x)
+        times.append((time.perf_counter() - start) * 1e3)
+    Path(spec["out"]).write_text(json.dumps(times))
     return 0
 
 

@@ -1,7 +1,8 @@
 """TVM backend: target parsing, compile -> artifact -> runner equal to ORT, NHWC, lazy import, errors.
 
-Untuned CPU code is slow, so compile tests use small graphs: the built-in yolov8n at 160x160 and
-handmade Conv/SiLU/Concat graphs; one test runs the real COCO yolov8n at 640 (untuned, ~5 s a run).
+Compile tests use small graphs (the built-in yolov8n at 160x160, handmade Conv/SiLU/Concat graphs)
+to stay fast; one test runs the real COCO yolov8n at 640. The analytic CPU schedules have their
+own tests in test_tvm_cpu_schedules.py.
 Tuning, RPC and INT8 live in test_tvm_tuning.py / test_tvm_int8.py.
 """
 

@@ -8,9 +8,10 @@ Artifact = two files written atomically side by side:
 The library is written first and the sidecar last, so a sidecar always describes a complete library.
 
 Pipeline: ONNX -> Relax (static shapes) -> DecomposeOpsForInference -> [INT8 rewrite] ->
-[ConvertLayout NHWC] -> FoldConstant -> [MetaSchedule tuning] -> compile with the tuning
-database applied (dlight rules for untuned GPU kernels; untuned CPU kernels use TVM's default,
-unscheduled loops, which are slow).
+[NHWC/HWIO, the CPU default] -> [fast_exp for sigmoid/softmax on CPU] -> [tuning] -> compile: the
+tuning database's records first, then default schedules for the rest (dlight's rules on GPU, the
+analytic schedules of cpu_schedules.py on CPU, which need no tuning to beat ONNX Runtime on
+yolov8n; only kernels neither covers run as TVM's naive loops, and the compile says so).
 """
 
 from __future__ import annotations

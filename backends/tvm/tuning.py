@@ -57,8 +57,8 @@ def target_key(target) -> str:
     return f"{kind}-{chip}{suffix}"
 
 
-# Shipped records that any x86-64 host with AVX2 can use when none match its exact CPU: a schedule
-# (a MetaSchedule trace) applies to any x86 target; LLVM then emits the host's own vector code.
+# Shipped records that an x86-64 host with AVX2 (and no AVX-512) can use when none match its exact
+# CPU: a schedule (a MetaSchedule trace) applies to any x86 target; LLVM emits the host's vector code.
 X86_SHIPPED_FALLBACK = "llvm-core-avx2"
 
 
@@ -120,7 +120,11 @@ def pack_records(source_dir: Path, dest_dir: Path) -> dict[str, int]:
 
 
 def _is_x86_avx2(target) -> bool:
-    """An llvm target for this x86-64 host (no cross triple) whose CPU has AVX2."""
+    """An llvm target for this x86-64 host (no cross triple) with AVX2 and without AVX-512.
+
+    AVX-512 targets are left out: the AVX2 records hold 8-lane conv tiles, and the analytic
+    schedules they replace would use 16 lanes on such a CPU.
+    """
     if target.kind.name != "llvm":
         return False
     triple = str(target.attrs.get("mtriple", ""))
@@ -130,7 +134,9 @@ def _is_x86_avx2(target) -> bool:
         flags = Path("/proc/cpuinfo").read_text().split()
     except OSError:
         return False
-    return "avx2" in flags and "fma" in flags
+    from yolograph.backends.tvm.cpu_schedules import vector_lanes
+
+    return "avx2" in flags and "fma" in flags and vector_lanes(target) == 8
 
 
 def open_database(db_dir: Path | None, target, *, create: bool):
