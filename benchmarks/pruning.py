@@ -45,6 +45,7 @@ def configurations(images: str, count: int) -> list[tuple[str, str | None, str]]
         ("act-seq-20", f"prune{{macs=0.2,{act}}}", "activation + sequential LS (default)"),
         ("act-seq-30", f"prune{{macs=0.3,{act}}}", "activation + sequential LS (default)"),
         ("act-seq-50", f"prune{{macs=0.5,{act}}}", "activation + sequential LS (default)"),
+        ("act-seq-30-r16", f"prune{{macs=0.3,{act},round_to=16}}", "as act-seq-30, channels kept in multiples of 16"),
         ("act-local-30", f"prune{{macs=0.3,{act},reconstruct=local}}", "activation + local LS (one run)"),
         ("act-bias-30", f"prune{{macs=0.3,{act},reconstruct=bias}}", "activation + mean compensation only"),
         ("act-none-30", f"prune{{macs=0.3,{act},reconstruct=none}}", "activation, no reconstruction"),

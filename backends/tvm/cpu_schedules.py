@@ -55,15 +55,21 @@ def conv_tiles(width: int, out_channels: int, lanes: int) -> list[ConvTile]:
     """Register blocks that divide the output evenly and fit the register file, best guess first.
 
     The first is the default: the most accumulators (reuse of each loaded weight vector and input
-    scalar), ties broken towards more channel vectors (contiguous weight loads).
+    scalar), ties broken towards more channel vectors (contiguous weight loads). Channel counts
+    that are not a multiple of the full vector width (pruned models keep multiples of 8) use
+    half- or quarter-width vectors, down to 4 lanes; the register budget is the full width's.
     """
     budget = _ACCUMULATORS.get(lanes, 12)
-    tiles = [
-        ConvTile(w, v, lanes)
-        for v in range(1, 7) if out_channels % (v * lanes) == 0
-        for w in range(1, 17) if width % w == 0 and w * v <= budget
-    ]
-    return sorted(tiles, key=lambda t: (-t.width * t.vectors, -t.vectors))
+    for width_lanes in (lanes, lanes // 2, lanes // 4):
+        if width_lanes < 4 or out_channels % width_lanes:
+            continue
+        tiles = [
+            ConvTile(w, v, width_lanes)
+            for v in range(1, 7) if out_channels % (v * width_lanes) == 0
+            for w in range(1, 17) if width % w == 0 and w * v <= budget
+        ]
+        return sorted(tiles, key=lambda t: (-t.width * t.vectors, -t.vectors))
+    return []
 
 
 # -- the conv rule ----------------------------------------------------------------------------------
