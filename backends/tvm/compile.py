@@ -16,7 +16,6 @@ yolov8n; only kernels neither covers run as TVM's naive loops, and the compile s
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
@@ -61,7 +60,8 @@ def sidecar_path(library: Path) -> Path:
     return library.with_name(library.name + ".json")
 
 
-def resolve_options(model: Model, *, target, tune_trials, tune_seconds, tuning_db, rpc, layout, int8) -> CompileOptions:
+def resolve_options(model: Model, *, target, tune_trials, tune_seconds, tuning_db, rpc, layout, int8,
+                    analytic: bool = True) -> CompileOptions:
     """Check the user's choices against the model and fill in defaults (layout, INT8, tuning DB)."""
     spec = parse_target(target)
     if tune_trials < 0:
@@ -87,7 +87,7 @@ def resolve_options(model: Model, *, target, tune_trials, tune_seconds, tuning_d
     from yolograph.backends.tvm.tuning import default_database_dir
 
     db = Path(tuning_db) if tuning_db is not None else default_database_dir()
-    return CompileOptions(spec, tune_trials, tune_seconds, db, rpc, layout, bool(int8))
+    return CompileOptions(spec, tune_trials, tune_seconds, db, rpc, layout, bool(int8), analytic)
 
 
 def compile_model(model: Model, output: Path, *, target: str | None = None, tune_trials: int = 0,
@@ -99,8 +99,7 @@ def compile_model(model: Model, output: Path, *, target: str | None = None, tune
     if output.suffix in (".onnx", ".pt", ".engine", ".json"):
         raise BackendError(f"The TVM backend writes a shared library; name the output like model.so, not {output.name!r}.")
     options = resolve_options(model, target=target, tune_trials=tune_trials, tune_seconds=tune_seconds,
-                              tuning_db=tuning_db, rpc=rpc, layout=layout, int8=int8)
-    options = dataclasses.replace(options, analytic=analytic)
+                              tuning_db=tuning_db, rpc=rpc, layout=layout, int8=int8, analytic=analytic)
     start = time.perf_counter()
     mod, facts = lower_to_relax(model, options)
     target_obj = validate_target(options.target)

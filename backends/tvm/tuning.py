@@ -204,14 +204,14 @@ def coverage(mod, target, db_dir: Path | None, analytic: bool = True) -> Coverag
     """How many of the module's kernels have a tuning record for `target`, and how the rest are scheduled."""
     from tvm.s_tir.analysis import estimate_tir_flops
 
-    from yolograph.backends.tvm.cpu_schedules import schedule_conv2d_nhwc
+    from yolograph.backends.tvm.cpu_schedules import candidate_tiles
 
     tasks = extract_tasks(mod, target)
     database = open_database(db_dir, target, create=False)
     untuned = [t for t in tasks if not _has_record(database, t, target)]
     convs = [t for t in untuned if "conv2d" in t.task_name]
     if target.kind.name == "llvm" and analytic:
-        naive = [t for t in convs if schedule_conv2d_nhwc(t.dispatched[0]["main"], target) is None]
+        naive = [t for t in convs if not candidate_tiles(t.dispatched[0]["main"], target)]
     else:
         naive = convs  # GPU kernels without records get dlight's rules; the share is informational
 
