@@ -152,3 +152,23 @@ def test_fast_exp_sigmoid_and_softmax_error():
     exact_softmax = shifted / shifted.sum(axis=1, keepdims=True)
     assert np.abs(sigmoid - exact_sigmoid).max() <= 1e-6
     assert np.abs(softmax - exact_softmax).max() <= 1e-6
+
+
+def test_tuning_measures_the_analytic_schedules_and_compiles_use_them(tmp_path):
+    """tune: every conv tile candidate and the fallbacks become records; a later compile applies them."""
+    model = conv_chain_model(16, 32, 32)
+    db = tmp_path / "tuned"
+    path = ytvm.compile_model(model, tmp_path / "t.so", target="llvm -num-cores=2", tune_trials=2, tuning_db=db)
+    tuning = json.loads((tmp_path / "t.so.json").read_text())["tuning"]
+    analytic = tuning["analytic"]
+    assert analytic["failed"] == 0 and analytic["kernels"] >= 3  # 3 convs (+ the layout transposes)
+    assert analytic["candidates"] > analytic["kernels"]  # several register tiles per conv
+    assert len(analytic["speedup_over_default"]) == 3  # each conv kernel: first tile vs the best measured
+    assert tuning["tuned_tasks"] == tuning["tasks"]
+    warm = ytvm.compile_model(model, tmp_path / "w.so", target="llvm -num-cores=2", tuning_db=db)
+    warm_tuning = json.loads((tmp_path / "w.so.json").read_text())["tuning"]
+    assert warm_tuning["tuned_tasks"] == warm_tuning["tasks"] and warm_tuning["analytic_conv_tasks"] == 0
+    x = np.random.default_rng(3).normal(0, 1, (1, 16, 32, 32)).astype(np.float32)
+    expected = OrtRunner(model, OrtOptions(threads=2)).run(x)[0]
+    for artifact in (path, warm):
+        assert np.abs(ytvm.load_runner(artifact).run(x)[0] - expected).max() <= 1e-4 * np.abs(expected).max()

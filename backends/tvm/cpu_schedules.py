@@ -14,8 +14,8 @@ kernel that has no tuning record:
   blocks inlined, the outer data-parallel loops split between the cores, the innermost vectorized
   when it divides the vector width.
 
-Both preserve the computation exactly (a schedule reorders loops; float sums are reassociated,
-which changes results at rounding level only, like any vectorized kernel).
+Both compute the same function as the naive loops; results differ at float-rounding level only
+(a schedule reorders loops, so sums are reassociated, as in any vectorized kernel).
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def _inline_intermediates(sch, root, keep) -> None:
 
 
 def nhwc_conv_block(sch):
-    """(root, conv block, weight shape) when the function is one NHWC/HWIO conv2d plus elementwise ops."""
+    """(root, conv block) when the function is one NHWC/HWIO conv2d plus elementwise ops, else None."""
     root = sch.get_sblock("root")
     reductions = [b for b in sch.get_child_blocks(root) if "R" in _iter_types(sch, b)]
     if len(reductions) != 1:
@@ -115,13 +115,12 @@ def nhwc_conv_block(sch):
     reads = [r.source for r in stmt.reads]
     if len(reads) != 2 or any(len(b.shape) != 4 for b in reads):
         return None
-    weight = reads[1]
     # HWIO: weight[ry, rx, rc, ff] (ff, the output channel, contiguous); a grouped conv reads otherwise.
     starts = [axis.min for axis in stmt.reads[1].region]
     variables = [iv.var for iv in stmt.iter_vars]
     if not all(starts[axis].same_as(variables[var]) for axis, var in enumerate((4, 5, 6, 3))):
         return None
-    return root, conv, [int(d) for d in weight.shape]
+    return root, conv
 
 
 def conv_output_size(sch, conv) -> tuple[int, int]:
@@ -161,12 +160,12 @@ def schedule_conv2d_nhwc(func, target, tile: ConvTile | None = None):
     found = nhwc_conv_block(sch)
     if found is None:
         return None
-    root, conv, _ = found
+    root, conv = found
     width, channels = conv_output_size(sch, conv)
     if tile is None:
         tiles = conv_tiles(width, channels, vector_lanes(target))
         if not tiles:
-            return None  # output channels not a multiple of the vector width: the fallback handles it
+            return None  # output channels not a multiple of 4 lanes: the fallback handles it
         tile = tiles[0]
     elif width % tile.width or channels % tile.channels:
         return None
@@ -216,7 +215,7 @@ def schedule_parallel(func, target):
         kinds = _iter_types(sch, block)
         if len(loops) != len(kinds):
             continue
-        spatial = len(kinds) - len(kinds.lstrip("S")) if kinds.startswith("S") else 0
+        spatial = len(kinds) - len(kinds.lstrip("S"))  # leading data-parallel loops
         try:
             if spatial == len(kinds) and len(loops) > 1 and int(sch.get(loops[-1]).extent) % lanes == 0:
                 outer, inner = sch.split(loops[-1], [None, lanes])
