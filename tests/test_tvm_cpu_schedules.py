@@ -172,3 +172,21 @@ def test_tuning_measures_the_analytic_schedules_and_compiles_use_them(tmp_path):
     expected = OrtRunner(model, OrtOptions(threads=2)).run(x)[0]
     for artifact in (path, warm):
         assert np.abs(ytvm.load_runner(artifact).run(x)[0] - expected).max() <= 1e-4 * np.abs(expected).max()
+
+
+def test_arm_targets_get_neon_tiles_and_build():
+    """An AArch64 cross target: 4-lane (NEON) conv tiles, and the module builds (running it needs an Arm host)."""
+    from yolograph.backends.tvm.compile import build, lower_to_relax, resolve_options
+    from yolograph.backends.tvm.tuning import fused_module
+
+    model = conv_chain_model(16, 32, 32, residual=False)
+    options = resolve_options(model, target="llvm -mtriple=aarch64-linux-gnu -mcpu=cortex-a76 -num-cores=4",
+                              tune_trials=0, tune_seconds=None, tuning_db=None, rpc=None, layout=None, int8=None)
+    target = validate_target(options.target)
+    assert cpu_schedules.vector_lanes(target) == 4 and options.layout == "NHWC"
+    mod = lower_to_relax(model, options)[0]
+    fused = fused_module(mod, target)
+    convs = [gv for gv in fused.get_global_vars() if "conv2d" in gv.name_hint]
+    assert len(convs) == 3
+    assert all(cpu_schedules.candidate_tiles(fused[gv], target)[0].lanes == 4 for gv in convs)
+    assert build(mod, target, None) is not None
