@@ -1,10 +1,22 @@
-"""Latency measurement shared by every backend: warm-up, N timed runs, median and p90."""
+"""Latency measurement shared by every backend: warm-up, N timed runs, median and p90.
+
+Comparing models: `interleaved_times` alternates callables in one process (fair under a varying
+load, but ONNX Runtime and TVM thread pools keep spinning after a run and slow whatever runs next);
+`isolated_times` times each model alone in a fresh process per turn (python -m
+yolograph.backends.benchmark), which is what the published speed ratios use.
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -80,6 +92,70 @@ def interleaved_times(calls: dict[str, Callable[[], object]], *, rounds: int, ru
     return {name: np.asarray(values) for name, values in times.items()}
 
 
+# Untimed runs in each isolated process: a fresh TVM process needs ~5 runs to settle (yolov8n: the
+# first measured ~27 ms, the rest 24 ms); ORT settles after one.
+ISOLATED_WARMUP = 6
+
+
+def isolated_times(models: dict[str, tuple[str, Path]], *, rounds: int, runs: int, threads: int = 0,
+                   warmup: int = ISOLATED_WARMUP) -> dict[str, np.ndarray]:
+    """Milliseconds of each model, timed alone in a fresh process per model and turn (`rounds` turns).
+
+    models: name -> ("ort", model.onnx) or ("tvm", compiled artifact). `threads`: ORT intra-op
+    threads (0: ORT's default); TVM uses the artifact's num-cores. Why separate processes: in one
+    process, a TVM run right after an ORT run measured 57 ms instead of 24 (yolov8n, 2 cores), ORT
+    33 ms instead of 28 next to a TVM runtime, and two alternating 2-thread ORT sessions 34 ms
+    instead of 28.
+    """
+    times: dict[str, list[float]] = {name: [] for name in models}
+    with tempfile.TemporaryDirectory() as temp:
+        out = Path(temp) / "times.json"
+        for _ in track(range(rounds), "isolated latency"):
+            for name, (backend, path) in models.items():
+                subprocess.run([sys.executable, "-m", "yolograph.backends.benchmark", backend, str(path),
+                                "--runs", str(runs), "--warmup", str(warmup), "--threads", str(threads),
+                                "--out", str(out)], check=True)
+                times[name].extend(json.loads(out.read_text()))
+    return {name: np.asarray(values) for name, values in times.items()}
+
+
+def _time_one_model(argv: list[str] | None = None) -> int:
+    """The isolated process: load one model, warm up, write the timed runs (ms) as a JSON list."""
+    parser = argparse.ArgumentParser(description="time one model alone (used by isolated_times)")
+    parser.add_argument("backend", choices=["ort", "tvm"])
+    parser.add_argument("path", type=Path)
+    parser.add_argument("--runs", type=int, required=True)
+    parser.add_argument("--warmup", type=int, default=ISOLATED_WARMUP)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    if args.backend == "ort":
+        from yolograph.backends.ort import OrtOptions, OrtRunner, random_feed
+        from yolograph.frontends import load_model
+
+        runner = OrtRunner(load_model(args.path), OrtOptions(threads=args.threads))
+        feed = random_feed(runner.inputs)
+    else:
+        from yolograph.backends.tvm import load_runner
+
+        runner = load_runner(args.path)
+        rng = np.random.default_rng(0)
+        feed = {i["name"]: rng.random(i["shape"]).astype(i["dtype"]) for i in runner.inputs}
+    for _ in range(args.warmup):
+        runner.run(feed)
+    times = []
+    for _ in range(args.runs):
+        start = time.perf_counter()
+        runner.run(feed)
+        times.append((time.perf_counter() - start) * 1e3)
+    args.out.write_text(json.dumps(times))
+    return 0
+
+
 def summarize_ms(times: np.ndarray) -> dict[str, float | int]:
     """Median, p90 and count of a latency sample in milliseconds."""
     return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)), "runs": int(len(times))}
+
+
+if __name__ == "__main__":
+    raise SystemExit(_time_one_model())

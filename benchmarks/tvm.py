@@ -16,9 +16,9 @@ Rows, one step at a time from TVM's own default to the backend's default:
   tvm-metaschedule-b<N>   (--budgets) MetaSchedule alone, NCHW, N trials per kernel, naive loops elsewhere
   ort-int8 / tvm-int8 / tvm-int8-fsim   the tvm-profile QDQ model (calibrated on coco128 0-31): ORT
                           QLinear kernels; TVM integer conv2d rewrite; TVM float-simulated Q/DQ
-Latency: each model is timed alone in a fresh process (ORT and TVM thread pools slow each other
-down in one process, and a process that has just tuned runs TVM kernels slower), the models taking
-turns (--rounds turns x --runs timed runs after WARMUP_RUNS untimed ones). Accuracy: max |TVM - ORT|
+Latency: each model is timed alone in a fresh process (yolograph.backends.benchmark.isolated_times:
+ORT and TVM thread pools slow each other down in one process, and a process that has just tuned
+runs TVM kernels slower), the models taking turns (--rounds turns x --runs timed runs). Accuracy: max |TVM - ORT|
 / max |ORT| per output group (box rows, class rows) on a random and a real image (INT8 against ORT
 INT8); mAP50-95 on coco128 32-127 for ORT and the TVM default and INT8 artifacts (--no-map skips).
 Writes benchmarks/results/tvm_cpu.json (or --out) and prints a markdown table.
@@ -31,7 +31,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -42,9 +41,6 @@ REPO = Path(__file__).resolve().parent.parent
 # This file is named tvm.py: keep its folder off sys.path so `import tvm` finds Apache TVM.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "tvm_cpu.json"
-# Untimed runs in each timing process: a fresh TVM process needs ~5 runs to settle (the first ones
-# measured ~27 ms where the rest measured 24 ms; ORT settles after one).
-WARMUP_RUNS = 6
 
 
 def group_error(actual: np.ndarray, reference: np.ndarray) -> dict[str, float]:
@@ -100,10 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--retime", action="store_true",
                         help="re-measure the latency of the last run's models (--work, --out) on an idle machine")
-    parser.add_argument("--time", type=Path, help=argparse.SUPPRESS)  # internal: the timing subprocess
     args = parser.parse_args(argv)
-    if args.time:
-        return time_manifest(args)
     if args.retime:
         return retime(args)
     if args.smoke:
@@ -215,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
             row["int8"] = json.loads((work / f"{name}.so.json").read_text())["int8"]
 
     (work / "manifest.json").write_text(json.dumps({"entries": manifest}))  # for --retime
-    add_latency(rows, time_in_subprocess(manifest, args, work))
+    add_latency(rows, measure_latency(manifest, args))
     if not args.no_map:
         add_map(rows, manifest, coco, args.threads)
     write_bytes_atomic(args.out, json.dumps(results, indent=2).encode())
@@ -240,58 +233,20 @@ def retime(args) -> int:
     work = args.work / "full"
     results = json.loads(args.out.read_text())
     manifest = json.loads((work / "manifest.json").read_text())["entries"]
-    add_latency(results["rows"], time_in_subprocess(manifest, args, work))
+    add_latency(results["rows"], measure_latency(manifest, args))
     results["retimed"] = time.strftime("%Y-%m-%d %H:%M")
     write_bytes_atomic(args.out, json.dumps(results, indent=2).encode())
     print(markdown(results))
     return 0
 
 
-def time_in_subprocess(manifest: dict[str, dict], args, work: Path) -> dict[str, dict]:
-    """Latency of every manifest entry, each measured alone in a fresh process, entries taking turns.
+def measure_latency(manifest: dict[str, dict], args) -> dict[str, dict]:
+    """Median/p90 of every manifest entry, each timed alone in a fresh process, the entries taking turns."""
+    from yolograph.backends.benchmark import isolated_times, summarize_ms
 
-    One process per entry and turn: ORT's and TVM's thread pools slow each other down when both
-    live in one process (ORT measured 33 ms next to a TVM runtime, 26-28 ms alone; TVM right after
-    an ORT run 57 ms instead of 24), and a process that has just tuned runs kernels slower.
-    """
-    from yolograph.backends.benchmark import summarize_ms
-
-    times: dict[str, list[float]] = {name: [] for name in manifest}
-    for turn in range(args.rounds):
-        for name, entry in manifest.items():
-            spec = work / "time-entry.json"
-            spec.write_text(json.dumps({"entry": entry, "runs": args.runs, "threads": args.threads,
-                                        "out": str(work / "time-result.json")}))
-            subprocess.run([sys.executable, __file__, "--time", str(spec)], check=True)
-            times[name].extend(json.loads((work / "time-result.json").read_text()))
-        print(f"latency: turn {turn + 1}/{args.rounds} done", file=sys.stderr, flush=True)
-    return {name: summarize_ms(np.asarray(values)) for name, values in times.items()}
-
-
-def time_manifest(args) -> int:
-    """The timing subprocess: load one ORT model or TVM artifact, warm up, time `runs` calls."""
-    from yolograph.backends import tvm as ytvm
-    from yolograph.backends.ort import OrtOptions, OrtRunner
-    from yolograph.frontends import load_model
-
-    spec = json.loads(args.time.read_text())
-    entry = spec["entry"]
-    if entry["kind"] == "ort":
-        runner = OrtRunner(load_model(entry["path"]), OrtOptions(threads=spec["threads"]))
-        shape = [int(d) for d in runner.inputs[0].shape]
-    else:
-        runner = ytvm.load_runner(Path(entry["path"]))
-        shape = runner.inputs[0]["shape"]
-    x = np.random.default_rng(0).random(shape, dtype=np.float32)
-    for _ in range(WARMUP_RUNS):
-        runner.predict(x)
-    times = []
-    for _ in range(spec["runs"]):
-        start = time.perf_counter()
-        runner.predict(x)
-        times.append((time.perf_counter() - start) * 1e3)
-    Path(spec["out"]).write_text(json.dumps(times))
-    return 0
+    models = {name: (entry["kind"], Path(entry["path"])) for name, entry in manifest.items()}
+    times = isolated_times(models, rounds=args.rounds, runs=args.runs, threads=args.threads)
+    return {name: summarize_ms(values) for name, values in times.items()}
 
 
 def add_map(rows: dict, manifest: dict, coco: Path, threads: int) -> None:
