@@ -131,9 +131,8 @@ def _time_one_model(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.backend == "ort":
         from yolograph.backends.ort import OrtOptions, OrtRunner, random_feed
-        from yolograph.frontends import load_model
 
-        runner = OrtRunner(load_model(args.path), OrtOptions(threads=args.threads))
+        runner = OrtRunner(str(args.path), OrtOptions(threads=args.threads))  # any ONNX ORT runs, as is
         feed = random_feed(runner.inputs)
     else:
         from yolograph.backends.tvm import load_runner

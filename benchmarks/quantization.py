@@ -2,10 +2,11 @@
 
 One run, side by side (issue 3): FP32; our pipelines with each calibration method and accuracy technique;
 ONNX Runtime's quantize_static (all ops, and with the Detect decode excluded). Calibration on coco128
-images 0-31, mAP50-95 / mAP50 on images 32-127, model size, and ORT CPU latency of every model measured
-in the same process with the same thread count, interleaved round by round (the ratio FP32/INT8 is the
-median of the per-round ratios, which tolerates a machine shared with other work). The default
-pipeline's calibration + quantization time and peak memory are measured in a child process.
+images 0-31, mAP50-95 / mAP50 on images 32-127, model size, and ORT CPU latency of every model with the
+same thread count, each model timed alone in a fresh process, the models taking turns (ratio of
+medians, and min/min); single-thread CPU time interleaved in one process (thread_time is not disturbed
+by the other sessions). The default pipeline's calibration + quantization time and peak memory are
+measured in a child process.
 
     python benchmarks/quantization.py            # full run, writes benchmarks/results/quantization.json
     python benchmarks/quantization.py --smoke    # 2 calibration images, 2 evaluation images, 3 variants
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from yolograph.backends.benchmark import interleaved_times
+from yolograph.backends.benchmark import interleaved_times, isolated_times
 from yolograph.backends.ort import OrtOptions, OrtRunner
 from yolograph.data import coco128, official_yolov8n
 from yolograph.evaluation import predict_detections, resolve_dataset, score_detections
@@ -139,17 +140,25 @@ def paired_bootstrap(labels, shapes, detections, names, resamples: int, seed: in
     return {name: [round(float(v), 2) for v in np.percentile((base - scores(name)) * 100, [2.5, 97.5])] for name in names}
 
 
-def latency(models: dict[str, bytes], rounds: int, threads: int) -> dict[str, dict]:
-    runners = {name: OrtRunner(data, OrtOptions(threads=threads)) for name, data in models.items()}
-    x = np.random.default_rng(0).random((1, 3, 640, 640), dtype=np.float32)
-    times = interleaved_times({name: (lambda r=runner: r.predict(x)) for name, runner in runners.items()},
-                              rounds=rounds, warmup=3)
+def latency(models: dict[str, bytes], rounds: int, runs: int, threads: int) -> dict[str, dict]:
+    """Median and min latency of every model, each timed alone in a fresh process per turn.
+
+    Not interleaved in one process: alternating ORT sessions slow each other through their spinning
+    thread pools (2 threads: FP32 34 ms interleaved, 27 ms alone).
+    """
+    with tempfile.TemporaryDirectory() as temp:
+        paths = {}
+        for index, (name, payload) in enumerate(models.items()):
+            path = Path(temp) / f"model{index}.onnx"
+            path.write_bytes(payload)
+            paths[name] = ("ort", path)
+        times = isolated_times(paths, rounds=rounds, runs=runs, threads=threads)
     base = times["fp32"]
     return {
         name: {
             "median_ms": round(float(np.median(t)), 2),
             "min_ms": round(float(np.min(t)), 2),
-            "speedup_vs_fp32": round(float(np.median(base / t)), 3),
+            "speedup_vs_fp32": round(float(np.median(base) / np.median(t)), 3),
             "speedup_vs_fp32_min": round(float(np.min(base) / np.min(t)), 3),
         }
         for name, t in times.items()
@@ -173,12 +182,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--smoke", action="store_true", help="tiny run for the test suite")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=60)
+    parser.add_argument("--rounds", type=int, default=4, help="latency turns: each model alone in a fresh process")
+    parser.add_argument("--runs", type=int, default=10, help="timed runs per model and turn")
     parser.add_argument("--bootstrap", type=int, default=100, help="paired bootstrap resamples of the mAP drop")
     args = parser.parse_args(argv)
     calib_count, eval_range = (2, "32:34") if args.smoke else (32, "32:128")
     sqnr_range = "32:34" if args.smoke else "32:48"
-    rounds = 3 if args.smoke else args.rounds
+    rounds, runs = (1, 2) if args.smoke else (args.rounds, args.runs)
     if args.smoke:
         args.bootstrap = 0
     data = str(coco128())
@@ -225,7 +235,7 @@ def main(argv: list[str] | None = None) -> dict:
         for name, interval in paired_bootstrap(labels, shapes, detections, chosen, args.bootstrap).items():
             info[name]["map50_95_drop_points_95ci"] = interval
     print("[latency]", file=sys.stderr, flush=True)
-    for name, stats in latency(models, rounds, args.threads).items():
+    for name, stats in latency(models, rounds, runs, args.threads).items():
         info[name]["latency"] = stats
     print("[cpu time, 1 thread]", file=sys.stderr, flush=True)
     for name, stats in cpu_time_1thread(models, 3 if args.smoke else 20).items():
@@ -240,6 +250,8 @@ def main(argv: list[str] | None = None) -> dict:
         "sqnr_images": f"coco128 images {sqnr_range}",
         "threads": args.threads,
         "latency_rounds": rounds,
+        "latency_runs_per_round": runs,
+        "latency_timing": "each model alone in a fresh process per turn",
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus",
         "onnxruntime": __import__("onnxruntime").__version__,
         "default_pipeline_cost": cost,
@@ -253,7 +265,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 def markdown_table(results: dict) -> str:
     lines = ["| variant | mAP50-95 | mAP50 | drop (pt) | SQNR boxes / scores (dB) | size MiB | latency ms | "
-             "speed-up vs FP32 (median of rounds / min) | 1-thread CPU ms (speed-up) |",
+             "speed-up vs FP32 (medians / min) | 1-thread CPU ms (speed-up) |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, v in results["variants"].items():
         lat, sq = v["latency"], v["output_sqnr"]
