@@ -39,6 +39,13 @@ def conv_silu_model(cin: int, cout: int, size: int):
                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, cout, size, size])], inits)
 
 
+def lowered_nchw(model, db):
+    """(Relax module, target) of `model` compiled NCHW for this CPU: the conv is the only kernel."""
+    options = resolve_options(model, target="llvm", tune_trials=0, tune_seconds=None, tuning_db=db, rpc=None,
+                              layout="NCHW", int8=None)
+    return lower_to_relax(model, options)[0], validate_target(options.target)
+
+
 def records_in(db_dir) -> int:
     files = list(db_dir.glob("*/database_tuning_record.json"))
     return sum(len([line for line in f.read_text().splitlines() if line.strip()]) for f in files)
@@ -47,10 +54,7 @@ def records_in(db_dir) -> int:
 def test_budget_stops_tuning_and_records_are_reused(tmp_path):
     model = conv_silu_model(8, 16, 32)
     db = tmp_path / "db"
-    options = resolve_options(model, target="llvm", tune_trials=0, tune_seconds=None, tuning_db=db, rpc=None,
-                              layout="NCHW", int8=None)
-    mod, _ = lower_to_relax(model, options)
-    target = validate_target(options.target)
+    mod, target = lowered_nchw(model, db)
 
     # A 0.5 s budget with 2 candidates per round: the monitor stops the task after its first round.
     report = tuning.tune(mod, target, db, trials=64, seconds=0.5, num_trials_per_iter=2)
@@ -77,10 +81,7 @@ def test_packed_records_ship_to_a_fresh_database(tmp_path, monkeypatch):
     """pack_records (best record per kernel, gzipped) -> data/tuning layout -> used by a compile with no records."""
     model = conv_silu_model(8, 8, 16)
     db = tmp_path / "db"
-    options = resolve_options(model, target="llvm", tune_trials=0, tune_seconds=None, tuning_db=db, rpc=None,
-                              layout="NCHW", int8=None)
-    mod, _ = lower_to_relax(model, options)
-    target = validate_target(options.target)
+    mod, target = lowered_nchw(model, db)
     tuning.tune(mod, target, db, trials=4, num_trials_per_iter=2)
     key = tuning.target_key(target)
     shipped = tmp_path / "shipped"
@@ -131,10 +132,7 @@ def test_interrupted_tune_keeps_what_it_measured(tmp_path):
     model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 16, 16])],
                        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])], inits)
     db = tmp_path / "db"
-    options = resolve_options(model, target="llvm", tune_trials=0, tune_seconds=None, tuning_db=db, rpc=None,
-                              layout="NCHW", int8=None)
-    mod, _ = lower_to_relax(model, options)
-    target = validate_target(options.target)
+    mod, target = lowered_nchw(model, db)
     assert len(tuning.extract_tasks(mod, target)) >= 2
 
     def interrupt(batch: int) -> None:

@@ -468,11 +468,12 @@ def sweep_analytic(tasks, target, database, *, builder, runner, tiles_per_conv: 
     from tvm.s_tir import meta_schedule as ms
 
     from yolograph.backends.tvm.cpu_schedules import analytic_schedules
+    from yolograph.progress import track
 
     report = SweepReport()
     start = time.perf_counter()
     device = "cuda" if target.kind.name == "cuda" else "cpu"
-    for index, task in enumerate(tasks):
+    for task in track(tasks, "tune: analytic schedules, kernels"):
         if deadline is not None and time.perf_counter() >= deadline:
             break
         workload_mod = task.dispatched[0]
@@ -499,26 +500,8 @@ def sweep_analytic(tasks, target, database, *, builder, runner, tiles_per_conv: 
         report.candidates += len(schedules)
         if len(schedules) > 1 and math.isfinite(min(seconds)) and math.isfinite(seconds[0]):
             report.speedup_over_default[task.task_name] = round(seconds[0] / min(seconds), 3)
-        _progress(f"tune: analytic schedules, kernel {index + 1}/{len(tasks)}, {report.candidates} candidates, "
-                  f"{time.perf_counter() - start:.0f} s")
-    _progress_done()
     report.seconds = round(time.perf_counter() - start, 1)
     return report
-
-
-def _progress(line: str) -> None:
-    from yolograph.progress import enabled
-
-    if enabled():
-        sys.stderr.write("\r" + line.ljust(100))
-        sys.stderr.flush()
-
-
-def _progress_done() -> None:
-    from yolograph.progress import enabled
-
-    if enabled():
-        sys.stderr.write("\n")
 
 
 class _SigintFlag:
