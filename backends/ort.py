@@ -17,6 +17,9 @@ from yolograph.layout.io import input_from_nchw
 class OrtOptions:
     threads: int = 0  # 0: ONNX Runtime's default (all physical cores)
     optimization: str = "all"  # disable | basic | extended | all
+    # ORT's idle worker threads spin for a while after each run, which steals the cores of anything that
+    # runs next in the same process (another session, preprocessing); False makes them sleep instead.
+    spin: bool = True
 
 
 _LEVELS = {
@@ -40,6 +43,8 @@ class OrtRunner:
         if options.threads:
             session_options.intra_op_num_threads = options.threads
             session_options.inter_op_num_threads = 1
+        if not options.spin:
+            session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if options.optimization not in _LEVELS:
             raise BackendError(f"Unknown ORT optimization level {options.optimization!r}; use one of {list(_LEVELS)}.")
         session_options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[options.optimization])

@@ -5,8 +5,8 @@
     python benchmarks/layout.py --sections preprocessing   # rerun one section, keep the others in the JSON
     python benchmarks/layout.py --smoke --out /tmp/layout.json   # seconds: what the test suite runs
 
-Sections, every speed measured side by side in one run with interleaved rounds (other processes
-share the CPU, so a slow spell hits every variant alike):
+Sections, every speed measured side by side in one run, the variants taking turns (ORT models each
+alone in a fresh process per turn; TVM modules interleaved in this process):
 1. transposes on yolov8n, FP32 and INT8 (insert-qdq ort-cpu and trt profiles + calibrate on images 0-31):
    the pass's census (inserted by a naive wrap, removed, left around Conv/MaxPool, at I/O, elsewhere);
 2. ORT CPU latency, NCHW vs NHWC model (FP32 and INT8 ort-cpu);
@@ -118,20 +118,25 @@ def interleaved(calls: dict[str, Callable[[], object]], rounds: int, runs: int, 
 
 
 def _ort_latency(models: dict, args) -> dict:
-    from yolograph.backends.ort import OrtOptions, OrtRunner
+    """NCHW vs NHWC model on ORT, each timed alone in a fresh process (two ORT sessions alternating in one
+    process slow each other through their spinning thread pools)."""
+    import tempfile
 
-    options = OrtOptions(threads=args.threads)
+    from yolograph.backends.benchmark import isolated_times, summarize_ms
+
     result = {}
-    for name in ("fp32", "int8-ort-cpu"):
-        nchw, nhwc, _ = models[name]
-        x = np.random.default_rng(0).random((1, 3, 640, 640), dtype=np.float32)
-        x_nhwc = np.ascontiguousarray(np.transpose(x, (0, 2, 3, 1)))
-        runners = {"nchw": OrtRunner(nchw, options), "nhwc": OrtRunner(nhwc, options)}
-        _note(f"ORT latency {name}")
-        stats = interleaved({"nchw": lambda: runners["nchw"].run(x), "nhwc": lambda: runners["nhwc"].run(x_nhwc)},
-                            args.rounds, args.runs)
-        stats["nhwc_over_nchw"] = stats["nhwc"]["median_ms"] / stats["nchw"]["median_ms"]
-        result[name] = stats
+    with tempfile.TemporaryDirectory() as temp:
+        for name in ("fp32", "int8-ort-cpu"):
+            nchw, nhwc, _ = models[name]
+            paths = {}
+            for layout, model in (("nchw", nchw), ("nhwc", nhwc)):
+                paths[layout] = ("ort", Path(temp) / f"{name}-{layout}.onnx")
+                paths[layout][1].write_bytes(model.serialize())
+            _note(f"ORT latency {name}")
+            times = isolated_times(paths, rounds=args.rounds, runs=args.runs, threads=args.threads)
+            stats = {layout: summarize_ms(values) for layout, values in times.items()}
+            stats["nhwc_over_nchw"] = stats["nhwc"]["median_ms"] / stats["nchw"]["median_ms"]
+            result[name] = stats
     return result
 
 
@@ -197,7 +202,9 @@ def _preprocessing(base, coco, args) -> dict:
 
     frame_model, _ = run_pipeline(base, "to-nhwc{input=uint8,channels=bgr}", verify=True)
     io_model, _ = run_pipeline(base, "to-nhwc{internal=false,input=uint8,channels=bgr}", verify=True)
-    options = OrtOptions(threads=args.threads)
+    # The three sessions alternate frame by frame in this process: without spinning, none of them runs
+    # while another's idle workers still hold the cores.
+    options = OrtOptions(threads=args.threads, spin=False)
     float_runner, frame_runner = OrtRunner(base, options), OrtRunner(frame_model, options)
     io_runner = OrtRunner(io_model, options)
     paths = open_dataset(coco).subset(args.images).image_paths

@@ -2,11 +2,13 @@
 
 Official yolov8n (../shared/data/yolov8n.onnx), calibration images coco128 0-31 (the first 32, sorted),
 evaluation images 32-127. Each configuration is one `prune{...}` pipeline (optionally followed by
-insert-qdq + calibrate for INT8); latency is measured in the same process as the unpruned model,
-interleaved (baseline and candidate alternate in rounds), and reported as a ratio.
+insert-qdq + calibrate for INT8). Latency: after every configuration is built and evaluated, each model
+(the unpruned baseline included) is timed alone in a fresh process, the models taking turns
+(`isolated_times`: two ORT sessions alternating in one process slow each other through their spinning
+thread pools); the speed-up is baseline median / model median from that one run.
 
     python benchmarks/pruning.py                       # the sweep -> benchmarks/results/pruning.json
-    python benchmarks/pruning.py --only act-seq-30     # a subset (results merged into the JSON)
+    python benchmarks/pruning.py --only act-seq-30     # a subset (merged into the JSON; baseline re-timed)
     python benchmarks/pruning.py --smoke --out /tmp/p.json   # seconds: one tiny config, 2 eval images
 
 The Markdown table for benchmarks/README.md is printed at the end.
@@ -17,12 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from yolograph.backends.benchmark import interleaved_times
+from yolograph.backends.benchmark import isolated_times
 from yolograph.backends.ort import OrtOptions, OrtRunner
 from yolograph.data import coco128, official_yolov8n
 from yolograph.evaluation import evaluate
@@ -64,15 +67,8 @@ NOT_APPLICABLE = {
 }
 
 
-def interleaved_speedup(baseline: OrtRunner, candidate: OrtRunner, image: np.ndarray, rounds: int, per_round: int):
-    """Median latency of each, measured alternately in `rounds` rounds, and baseline/candidate."""
-    times = interleaved_times({"baseline": lambda: baseline.predict(image), "candidate": lambda: candidate.predict(image)},
-                              rounds=rounds, runs=per_round, warmup=1)
-    base, cand = (float(np.median(times[k])) for k in ("baseline", "candidate"))
-    return base, cand, base / cand
-
-
-def run_config(name, pipeline, note, base_model, base_runner, image, args, base_cost):
+def build_config(name, pipeline, note, base_model, args, base_cost, folder: Path) -> dict:
+    """Build one configuration, evaluate it, and save it to `folder` for the latency run."""
     start = time.perf_counter()
     if pipeline is None:
         model, stats = base_model, {}
@@ -83,7 +79,7 @@ def run_config(name, pipeline, note, base_model, base_runner, image, args, base_
     cost = model_cost(model)
     runner = OrtRunner(model, OrtOptions(threads=args.threads))
     result = evaluate(runner.predict, args.data, images=args.eval_images)
-    base_ms, cand_ms, speedup = interleaved_speedup(base_runner, runner, image, args.rounds, args.per_round)
+    write_bytes_atomic(folder / f"{name}.onnx", model.serialize())
     return {
         "name": name,
         "pipeline": pipeline or "",
@@ -95,13 +91,21 @@ def run_config(name, pipeline, note, base_model, base_runner, image, args, base_
         "map50_95": round(result.map50_95, 4),
         "map50": round(result.map50, 4),
         "eval_images": result.images,
-        "latency_ms": round(cand_ms, 2),
-        "baseline_latency_ms": round(base_ms, 2),
-        "speedup": round(speedup, 3),
         "build_seconds": round(build_s, 1),
         "layers": stats.get("layers", {}),
         "groups_pruned": stats.get("groups_pruned"),
     }
+
+
+def add_latency(rows: dict[str, dict], names: list[str], folder: Path, args) -> None:
+    """Median latency of every model in `names` (baseline first), each alone in a fresh process per turn."""
+    times = isolated_times({name: ("ort", folder / f"{name}.onnx") for name in names},
+                           rounds=args.rounds, runs=args.per_round, threads=args.threads)
+    base_ms = float(np.median(times["baseline"]))
+    for name in names:
+        ms = float(np.median(times[name]))
+        rows[name].update(latency_ms=round(ms, 2), baseline_latency_ms=round(base_ms, 2),
+                          speedup=round(base_ms / ms, 3), latency="isolated")
 
 
 def table(rows: list[dict]) -> str:
@@ -137,28 +141,28 @@ def main(argv: list[str] | None = None) -> int:
         configs = [c for c in configs if c[0] in wanted or c[0] == "baseline"]
     base_model = load_model(args.model)
     base_cost = model_cost(base_model)
-    base_runner = OrtRunner(base_model, OrtOptions(threads=args.threads))
-    image = np.random.default_rng(0).random(base_model.inputs[0].shape, dtype=np.float32)
     out = Path(args.out)
     previous = json.loads(out.read_text())["configs"] if out.exists() and args.only and not args.smoke else []
     rows = {r["name"]: r for r in previous}
-    for name, pipeline, note in configs:
-        print(f"[pruning] {name}: {pipeline or 'unpruned'}", file=sys.stderr, flush=True)
-        rows[name] = run_config(name, pipeline, note, base_model, base_runner, image, args, base_cost)
-        print(f"[pruning] {name}: mAP50-95 {rows[name]['map50_95']:.4f}, MACs -{100 * rows[name]['macs_removed']:.1f}%, "
-              f"speed-up {rows[name]['speedup']:.2f}x", file=sys.stderr, flush=True)
-        order = [c[0] for c in configurations(args.data, args.count)]
-        ordered = sorted(rows.values(), key=lambda r: order.index(r["name"]) if r["name"] in order else len(order))
-        payload = {
-            "model": Path(args.model).name,
-            "calibration": f"first {args.count} images of {Path(args.data).name}",
-            "evaluation": f"images {args.eval_images}",
-            "threads": args.threads,
-            "not_applicable": NOT_APPLICABLE,
-            "configs": ordered,
-        }
-        out.parent.mkdir(parents=True, exist_ok=True)
-        write_bytes_atomic(out, (json.dumps(payload, indent=1) + "\n").encode())
+    order = [c[0] for c in configurations(args.data, args.count)]
+    with tempfile.TemporaryDirectory() as temp:
+        for name, pipeline, note in configs:
+            print(f"[pruning] {name}: {pipeline or 'unpruned'}", file=sys.stderr, flush=True)
+            rows[name] = build_config(name, pipeline, note, base_model, args, base_cost, Path(temp))
+            print(f"[pruning] {name}: mAP50-95 {rows[name]['map50_95']:.4f}, "
+                  f"MACs -{100 * rows[name]['macs_removed']:.1f}%", file=sys.stderr, flush=True)
+        print("[pruning] latency: each model alone in a fresh process", file=sys.stderr, flush=True)
+        add_latency(rows, [c[0] for c in configs], Path(temp), args)
+    ordered = sorted(rows.values(), key=lambda r: order.index(r["name"]) if r["name"] in order else len(order))
+    payload = {
+        "model": Path(args.model).name,
+        "calibration": f"first {args.count} images of {Path(args.data).name}",
+        "evaluation": f"images {args.eval_images}",
+        "threads": args.threads,
+        "not_applicable": NOT_APPLICABLE,
+        "configs": ordered,
+    }
+    write_bytes_atomic(out, (json.dumps(payload, indent=1) + "\n").encode())
     print(table(ordered))
     return 0
 
