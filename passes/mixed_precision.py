@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from yolograph.errors import PassError
+from yolograph.evaluation.budget import labelled_map, parse_budget, require_labels
 from yolograph.ir.model import Model
 from yolograph.pipeline.passes import Contract, Pass, PassResult, register_pass
 from yolograph.quantization.calibration_data import load_calibration_tensors, source_from_options
@@ -51,12 +52,14 @@ class MixedPrecision(Pass):
         from yolograph.passes.calibrate import Calibrate, CalibrateOptions
 
         options = self.options
-        kind, target = parse_budget(options.budget)
+        kind, target = parse_budget(options.budget, owner="mixed-precision")
         if not any(c.weight_q is not None for c in quantized_convs(model)):
             raise PassError("mixed-precision needs an uncalibrated Q/DQ model: put it after insert-qdq, before calibrate.")
         source_from_options(options, "mixed-precision")
         if options.images is None and kind == "map":
             raise PassError("budget=map: needs labelled images=DIR; use budget=sqnr:DB with npy= data.")
+        if kind == "map":
+            require_labels(options.images, options.eval_range)
         reference = float_reference(model)
         calibrated = model.copy()
         Calibrate(CalibrateOptions(method=options.method, images=options.images, count=options.count,
@@ -74,13 +77,14 @@ class MixedPrecision(Pass):
                       key=lambda r: r.output_sqnr_db)
         by_name = {u.name: u for u in units}
         float_ref_outputs = _run(reference, inputs)
+        reference_map = labelled_map(reference, options.images, options.eval_range) if kind == "map" else 0.0
 
         def error_of(kept: list[str]) -> float:
             candidate = calibrated.copy()
             dequantize_units(candidate, set(kept), {t for k in kept for t in by_name[k].tensors}, reference)
             if kind == "sqnr":
                 return min(group_sqnr(reference, float_ref_outputs, _run(candidate, inputs)))
-            return _map_drop(reference, candidate, options.images, options.eval_range)
+            return reference_map - labelled_map(candidate, options.images, options.eval_range)
 
         def met(value: float) -> bool:
             return value >= target if kind == "sqnr" else value <= target
@@ -107,24 +111,3 @@ class MixedPrecision(Pass):
             "budget_met": met(value),
             ("output_sqnr_db" if kind == "sqnr" else "map_drop"): trail,
         })
-
-
-def parse_budget(text: str) -> tuple[str, float]:
-    kind, _, value = text.partition(":")
-    try:
-        number = float(value)
-    except ValueError:
-        number = None
-    if kind not in ("sqnr", "map") or number is None:
-        raise PassError(f"budget={text!r} is not understood; write budget=sqnr:20 (dB) or budget=map:0.005 (mAP drop).")
-    return kind, number
-
-
-def _map_drop(reference: Model, candidate: Model, data: str, images: str) -> float:
-    from yolograph.backends.ort import OrtOptions, OrtRunner
-    from yolograph.evaluation import evaluate
-
-    def score(m: Model) -> float:
-        return evaluate(OrtRunner(m, OrtOptions(threads=2)).predict, data, images=images).map50_95
-
-    return score(reference) - score(candidate)

@@ -7,7 +7,7 @@ import onnx
 import pytest
 
 from yolograph.backends.ort import OrtOptions, OrtRunner
-from yolograph.errors import DataError, PipelineError
+from yolograph.errors import DataError, PassError, PipelineError
 from yolograph.pipeline import run_pipeline
 from yolograph.pipeline.passes import sqnr_db
 from yolograph.pipeline.properties import UNCALIBRATED_KEY
@@ -240,6 +240,18 @@ def test_mixed_precision_keeps_layers_and_reports_them(yolov8n, coco_dir):
         yolov8n, f"insert-qdq,mixed-precision{{budget=sqnr:1,images={coco_dir},count=2,eval_range=0:2,"
         f"candidates={candidates}}}")
     assert report.records[1].stats["kept_float"] == [] and report.records[1].stats["budget_met"]
+
+
+def test_mixed_precision_map_budget_is_measured_on_labelled_images(yolov8n, coco_dir):
+    candidates = "/model.9/cv2/conv/Conv|/model.1/conv/Conv"
+    _, report = run_pipeline(
+        yolov8n, f"insert-qdq,mixed-precision{{budget=map:1.0,images={coco_dir},count=2,eval_range=0:2,"
+        f"candidates={candidates}}}")
+    stats = report.records[1].stats
+    assert stats["budget_met"] and stats["kept_float"] == [] and len(stats["map_drop"]) == 1
+    assert stats["map_drop"][0] <= 1.0
+    with pytest.raises(PassError, match="not understood"):
+        run_pipeline(yolov8n, f"insert-qdq,mixed-precision{{budget=map,images={coco_dir}}}")
 
 
 def test_sensitivity_report_and_plot(yolov8n, coco_dir, tmp_path):
