@@ -4,7 +4,8 @@ Removes whole conv output channels, together with every channel they are coupled
 Concat offsets, C2f Split sections, SPPF's MaxPool chain, depthwise convs, BN), as found by
 `yolograph.analysis.channel_groups`; model outputs and the Detect head's box/class channels are never
 touched. Channels are ranked by importance and removed until `macs` of the conv MACs (or `ratio` of the
-prunable channels) are gone; no training. Criteria: l1 / l2 filter norm or BN |gamma| (ranked per group,
+prunable channels) are gone, or, with `budget=map:DROP`, as many MACs as keep the mAP50-95 drop on the
+labelled calibration images within DROP (the fraction found by bisection); no training. Criteria: l1 / l2 filter norm or BN |gamma| (ranked per group,
 one global threshold), or activation (default): greedy removal of the chunk whose predicted error after
 least-squares reconstruction, per MAC saved, is lowest, with each group's prediction rescaled by its
 measured end-to-end output sensitivity (`sensitivity` images) and at most `max_fraction` of any group
@@ -18,6 +19,7 @@ is measured by benchmarks/pruning.py (benchmarks/README.md, "Pruning").
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -48,6 +50,7 @@ from yolograph.analysis.reconstruction import (
     mean_only_map,
 )
 from yolograph.errors import DataError, PassError
+from yolograph.evaluation.budget import labelled_map, parse_budget, require_labels
 from yolograph.ir.cost import model_cost
 from yolograph.ir.graph_view import constant_value
 from yolograph.ir.model import Model
@@ -58,6 +61,9 @@ from yolograph.pipeline.passes import Contract, Pass, PassResult, register_pass
 class PruneOptions:
     macs: float = 0.0  # remove channels until this fraction of the conv MACs is gone
     ratio: float = 0.0  # or: remove this fraction of the prunable channels
+    # or: remove as many MACs as this budget allows, e.g. map:0.015 = at most 1.5 points of mAP50-95
+    # lost on the (labelled) calibration images
+    budget: str | None = None
     criterion: Literal["l1", "l2", "bn-gamma", "activation"] = "activation"
     scope: Literal["global", "per-layer"] = "global"
     round_to: int = 8  # kept channels per group are a multiple of this
@@ -103,34 +109,16 @@ class Prune(Pass):
         options = self.options
         target, amount = _target(options)
         before = model_cost(model)
-        analysis = analyze_channels(model)
-        rules = SelectionRules(options.round_to, options.min_channels, tuple(options.exclude), options.max_fraction)
-        images = _calibration_images(model, options) if _needs_images(options) else []
-        consumer_inputs = _consumer_inputs(model, analysis)
-        moments = collect_moments(model, consumer_inputs, images) if images else None
-        original = model.copy() if options.reconstruct == "sequential" else None
-
-        sites = conv_sites(model, analysis)
-        if options.criterion == "activation" and options.scope == "global":
-            greedy = ErrorGreedy(analysis.groups, analysis, error_models(model, analysis, moments, options.ridge),
-                                 sites, rules)
-            weights = (group_sensitivity(model, analysis, greedy, moments, images[: options.sensitivity], options)
-                       if options.sensitivity else None)
-            removed = greedy.select(target=target, amount=amount, weights=weights)
-            plan = _plan_of(analysis, removed)
-        else:
-            scores = class_importance(model, analysis, options.criterion, moments)
-            plan = select_classes(analysis.groups, scores, sites, target=target, amount=amount,
-                                  scope=options.scope, rules=rules)
-            removed = removed_roots(analysis.groups, scores, plan)
+        setup = _prepare(model, options)
+        search: dict = {}
+        if target == "budget":
+            amount, search = _search_budget(model, setup, amount, options)
+            target = "macs"
+        removed, plan = setup.select(target, amount) if amount > 0 else (set(), {})
         if not removed:
-            return PassResult(changed=False, stats={"removed_channels": 0})
-        refit = _local_refit(options, moments) if options.reconstruct != "none" else None
-        removal = remove_classes(model, analysis, removed, refit)
+            return PassResult(changed=False, stats={"removed_channels": 0, **search})
+        removal, refit_convs = _remove(model, setup, removed, options)
         self.removal = removal  # kept channel indices per feature map, for callers that compare models
-        refit_convs = 0
-        if original is not None:
-            refit_convs = _sequential_refit(original, model, removal.kept, consumer_inputs, images, options)
         after = model_cost(model)
         return PassResult(changed=True, stats={
             "macs_before": before.macs,
@@ -140,12 +128,102 @@ class Prune(Pass):
             "params_after": after.params,
             "params_removed": round(1 - after.params / before.params, 4),
             "groups_pruned": sum(1 for n in plan.values() if n),
-            "candidate_groups": len(candidate_groups(analysis.groups, rules)),
+            "candidate_groups": len(candidate_groups(setup.analysis.groups, setup.rules)),
             "removed_channels": len(removed),
-            "calibration_images": len(images),
+            "calibration_images": len(setup.images),
             "refit_convs": refit_convs,
+            **search,
             "layers": {name: {"kept": kept, "removed": gone} for name, (kept, gone) in removal.layers.items()},
         })
+
+
+@dataclass
+class _Setup:
+    """What every pruning of one model shares, whatever the amount: the channel analysis, the calibration
+    data and its statistics, and the selection (importance computed once)."""
+
+    analysis: ChannelAnalysis
+    rules: SelectionRules
+    images: list[np.ndarray]
+    consumer_inputs: list[str]
+    moments: dict[str, np.ndarray] | None
+    select: Callable[[str, float], tuple[set[int], dict[int, int]]]  # (target, amount) -> (roots, plan)
+
+
+def _prepare(model: Model, options: PruneOptions) -> _Setup:
+    analysis = analyze_channels(model)
+    rules = SelectionRules(options.round_to, options.min_channels, tuple(options.exclude), options.max_fraction)
+    images = _calibration_images(model, options) if _needs_images(options) else []
+    consumer_inputs = _consumer_inputs(model, analysis)
+    moments = collect_moments(model, consumer_inputs, images) if images else None
+    sites = conv_sites(model, analysis)
+    if options.criterion == "activation" and options.scope == "global":
+        greedy = ErrorGreedy(analysis.groups, analysis, error_models(model, analysis, moments, options.ridge),
+                             sites, rules)
+        weights = (group_sensitivity(model, analysis, greedy, moments, images[: options.sensitivity], options)
+                   if options.sensitivity else None)
+
+        def select(target: str, amount: float) -> tuple[set[int], dict[int, int]]:
+            removed = greedy.select(target=target, amount=amount, weights=weights)
+            return removed, _plan_of(analysis, removed)
+    else:
+        scores = class_importance(model, analysis, options.criterion, moments)
+
+        def select(target: str, amount: float) -> tuple[set[int], dict[int, int]]:
+            plan = select_classes(analysis.groups, scores, sites, target=target, amount=amount,
+                                  scope=options.scope, rules=rules)
+            return removed_roots(analysis.groups, scores, plan), plan
+    return _Setup(analysis, rules, images, consumer_inputs, moments, select)
+
+
+def _remove(model: Model, setup: _Setup, removed: set[int], options: PruneOptions):
+    """Remove the channel classes `removed` from `model` (in place) and reconstruct: (Removal, refit convs)."""
+    original = model.copy() if options.reconstruct == "sequential" else None
+    refit = _local_refit(options, setup.moments) if options.reconstruct != "none" else None
+    removal = remove_classes(model, setup.analysis, removed, refit)
+    refit_convs = 0
+    if original is not None:
+        refit_convs = _sequential_refit(original, model, removal.kept, setup.consumer_inputs, setup.images, options)
+    return removal, refit_convs
+
+
+# The budget search bisects the MACs fraction over (0, BUDGET_MAX_MACS) in BUDGET_STEPS trials
+# (resolution 0.5 / 2^5 ~ 1.6% of the MACs); every trial is one full prune + reconstruction + mAP.
+BUDGET_MAX_MACS = 0.5
+BUDGET_STEPS = 5
+
+
+def _search_budget(model: Model, setup: _Setup, drop: float, options: PruneOptions) -> tuple[float, dict]:
+    """The largest MACs fraction found whose mAP50-95 drop on the calibration images is <= `drop`
+    (0.0 when none is), and the search's record for the pass stats."""
+    from yolograph.progress import track
+
+    images = f"0:{options.count}"
+    require_labels(options.images, images)
+    reference = labelled_map(model, options.images, images)
+    low, high, trials, best = 0.0, BUDGET_MAX_MACS, [], None
+    for _ in track(range(BUDGET_STEPS), "prune: budget search"):
+        macs = (low + high) / 2
+        try:
+            removed, _ = setup.select("macs", macs)
+        except PassError:  # the exclusions / round_to / max_fraction cannot reach this fraction
+            high = macs
+            continue
+        trial = model.copy()
+        _remove(trial, setup, removed, options)
+        lost = reference - labelled_map(trial, options.images, images)
+        trials.append({"macs": round(macs, 4), "map_drop": round(lost, 4)})
+        if lost <= drop:
+            low, best = macs, trials[-1]
+        else:
+            high = macs
+    return low, {
+        "budget": options.budget,
+        "budget_met": best is not None,
+        "budget_map_before": round(reference, 4),
+        "budget_map_drop": best["map_drop"] if best else None,
+        "budget_trials": trials,
+    }
 
 
 def _plan_of(analysis: ChannelAnalysis, removed: set[int]) -> dict[int, int]:
@@ -153,18 +231,26 @@ def _plan_of(analysis: ChannelAnalysis, removed: set[int]) -> dict[int, int]:
 
 
 def _target(options: PruneOptions) -> tuple[str, float]:
-    if (options.macs > 0) == (options.ratio > 0):
-        raise PassError("prune needs exactly one target: macs=FRACTION (e.g. macs=0.3) or ratio=FRACTION (e.g. ratio=0.3).")
+    """("macs" | "ratio", fraction) or ("budget", allowed mAP drop)."""
+    if (options.macs > 0) + (options.ratio > 0) + (options.budget is not None) != 1:
+        raise PassError("prune needs exactly one target: macs=FRACTION (e.g. macs=0.3), ratio=FRACTION "
+                        "(e.g. ratio=0.3) or budget=map:DROP (e.g. budget=map:0.015).")
+    if options.round_to < 1 or options.min_channels < 1:
+        raise PassError("prune round_to and min_channels must be at least 1.")
+    if options.budget is not None:
+        _, drop = parse_budget(options.budget, kinds=("map",), owner="prune")
+        if options.images is None:
+            raise DataError("prune budget=map: measures mAP50-95 on labelled calibration images: add "
+                            "images=DIR (a labelled dataset root, image folder or yaml) and count=N.")
+        return "budget", drop
     amount = options.macs or options.ratio
     if not 0 < amount < 1:
         raise PassError(f"prune target {amount} is not a fraction in (0, 1); use e.g. macs=0.3.")
-    if options.round_to < 1 or options.min_channels < 1:
-        raise PassError("prune round_to and min_channels must be at least 1.")
     return ("macs" if options.macs > 0 else "ratio"), amount
 
 
 def _needs_images(options: PruneOptions) -> bool:
-    return options.criterion == "activation" or options.reconstruct != "none"
+    return options.criterion == "activation" or options.reconstruct != "none" or options.budget is not None
 
 
 def _calibration_images(model: Model, options: PruneOptions) -> list[np.ndarray]:

@@ -164,6 +164,10 @@ def test_prune_then_fold_bn_qdq_calibrate(builtin_models, coco_dir):
     (dict(macs=0.3, criterion="activation"), DataError, "images=DIR"),
     (dict(macs=0.3, criterion="l1", reconstruct="none", exclude=("*",)), PassError, "cannot remove"),
     (dict(ratio=0.3, criterion="bn-gamma", reconstruct="none"), PassError, "folded"),
+    (dict(macs=0.3, budget="map:0.01", criterion="l1", reconstruct="none"), PassError, "exactly one target"),
+    (dict(budget="sqnr:20", criterion="l1", reconstruct="none"), PassError, "budget=map:0.015"),
+    (dict(budget="map:lots", criterion="l1", reconstruct="none"), PassError, "not understood"),
+    (dict(budget="map:0.01", criterion="l1", reconstruct="none"), DataError, "labelled calibration images"),
 ])
 def test_bad_options_raise_typed_errors(yolov8n, options, error, match):
     model = yolov8n.copy()
@@ -186,3 +190,31 @@ def test_benchmark_smoke(tmp_path):
     assert set(rows) == {"baseline", "l1-none-20"}
     assert rows["l1-none-20"]["macs_removed"] >= 0.2 and rows["l1-none-20"]["speedup"] > 0
     assert rows["baseline"]["map50_95"] > 0.2 and rows["baseline"]["eval_images"] == 2
+
+
+def test_budget_prunes_as_far_as_the_measured_map_drop_allows(yolov8n, coco_dir):
+    """Any drop allowed: the search climbs to its upper end; no drop allowed (l1 without reconstruction
+    costs mAP at every fraction): nothing is pruned and the model is left as it was."""
+    common = dict(images=str(coco_dir), count=4, **FAST)
+    pruned, stats, _ = _prune(yolov8n, budget="map:1.0", **common)
+    assert stats["budget_met"] and len(stats["budget_trials"]) == 5
+    found = max(t["macs"] for t in stats["budget_trials"])
+    assert found > 0.45 and abs(stats["macs_removed"] - found) < 0.03
+    assert stats["budget_map_drop"] <= 1.0 and stats["budget_map_before"] > 0.2
+
+    untouched = yolov8n.copy()
+    result = Prune(PruneOptions(budget="map:0.0", **common)).run(untouched)
+    assert not result.changed and result.stats["budget_met"] is False
+    assert all(t["map_drop"] > 0 for t in result.stats["budget_trials"])
+    assert model_cost(untouched).macs == model_cost(yolov8n).macs
+
+
+def test_budget_refuses_unlabelled_images(yolov8n, coco_dir, tmp_path):
+    import shutil
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for image in sorted((coco_dir / "images").rglob("*.jpg"))[:2]:
+        shutil.copy(image, folder)
+    with pytest.raises(DataError, match="needs labelled images"):
+        Prune(PruneOptions(budget="map:0.01", images=str(folder), count=2, **FAST)).run(yolov8n.copy())
