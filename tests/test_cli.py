@@ -56,6 +56,23 @@ def test_diff_reports_op_changes(capsys, tmp_path, fixtures_dir):
     assert data["params"]["delta"] < 0 and data["macs"]["delta"] == 0
 
 
+def test_diff_shows_and_draws_pruned_widths(capsys, tmp_path, yolov8n_path):
+    pruned = tmp_path / "pruned.onnx"
+    assert main(["compile", str(yolov8n_path), "-p", "prune{ratio=0.2,criterion=l1,reconstruct=none}",
+                 "-o", str(pruned)]) == 0
+    capsys.readouterr()
+    plot = tmp_path / "widths.png"
+    code, out, _ = run_cli(capsys, "diff", str(yolov8n_path), str(pruned), "--json", "--plot", str(plot))
+    widths = json.loads(out)["conv_channels"]
+    assert code == 0 and len(widths) == 64
+    narrower = {name: w for name, w in widths.items() if w[1] < w[0]}
+    assert narrower and all(after > 0 for _, after in widths.values())
+    assert widths["/model.22/cv3.0/cv3.0.2/Conv"] == [80, 80]  # class channels are never pruned
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    code, out, _ = run_cli(capsys, "diff", str(yolov8n_path), str(pruned))
+    assert f"widths  {len(narrower)} of 64 convs changed" in out
+
+
 def test_bench_json_keys(capsys, yolov8n_path):
     code, out, _ = run_cli(capsys, "bench", str(yolov8n_path), "--runs", "2", "--warmup", "1", "--json")
     data = json.loads(out)

@@ -98,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("before")
     p.add_argument("after")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--plot", help="write a PNG of each conv's kept/removed output channels (pruning) here")
     p.set_defaults(handler=cmd_diff)
 
     p = sub.add_parser("sensitivity", help="per-layer quantization error (SQNR) table and plot")
@@ -242,13 +243,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_diff(args: argparse.Namespace) -> int:
     from yolograph.frontends import load_model
-    from yolograph.inspection.diff import diff_models, format_diff
+    from yolograph.inspection.diff import diff_models, format_diff, write_channel_plot
 
     diff = diff_models(load_model(args.before), load_model(args.after))
+    if args.plot:
+        write_channel_plot(diff, args.plot)
     if args.json:
         _print_json(diff)
     else:
         print(format_diff(diff))
+        if args.plot:
+            print(f"wrote    {args.plot}")
     return 0
 
 

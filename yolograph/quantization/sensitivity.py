@@ -89,16 +89,11 @@ class SensitivityReport:
 
     def write_plot(self, path: str | Path) -> Path:
         """A bar chart of per-layer output and own SQNR (graph order), written atomically as PNG."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        from yolograph.ir.serialization import write_bytes_atomic
+        from yolograph.inspection.plot import new_figure, save_png
 
         names = [r.name for r in self.layers]
         x = np.arange(len(names))
-        fig, ax = plt.subplots(figsize=(max(8, len(names) * 0.22), 4.5))
+        fig, ax = new_figure(len(names))
         ax.bar(x - 0.2, [r.output_sqnr_db for r in self.layers], 0.4, label="model output SQNR (dB)")
         ax.bar(x + 0.2, [r.own_sqnr_db for r in self.layers], 0.4, label="own output SQNR (dB)")
         ax.axhline(self.full_output_sqnr_db, color="k", lw=0.8, ls="--", label="all layers quantized")
@@ -106,15 +101,7 @@ class SensitivityReport:
         ax.set_ylabel("SQNR (dB), higher is better")
         ax.set_title("INT8 sensitivity per quantized Conv (only that layer quantized)")
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        import io
-
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=110)
-        plt.close(fig)
-        path = Path(path)
-        write_bytes_atomic(path, buffer.getvalue())
-        return path
+        return save_png(fig, path)
 
 
 def quantization_units(quantized: Model) -> list[Unit]:
