@@ -253,7 +253,7 @@ def test_benchmark_script_smoke(tmp_path):
     """benchmarks/tvm.py --smoke runs every row (ORT, naive, analytic, tuned, MetaSchedule, INT8) on a tiny graph."""
     from pathlib import Path
 
-    script = Path(__file__).resolve().parent.parent / "benchmarks" / "tvm.py"
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "tvm_backend.py"
     out = tmp_path / "tvm.json"
     result = subprocess.run([sys.executable, str(script), "--smoke", "--out", str(out), "--work", str(tmp_path / "w")],
                             capture_output=True, text=True, timeout=600)

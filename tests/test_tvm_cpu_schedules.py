@@ -1,6 +1,6 @@
 """Analytic CPU schedules and fast exponentials of the TVM backend: correct, applied, and honest.
 
-Speed is measured in benchmarks/tvm.py; here: every tile the rule may pick computes the same
+Speed is measured in benchmarks/tvm_backend.py; here: every tile the rule may pick computes the same
 result as ONNX Runtime, the rule applies to the convs it claims (and reports the ones it does
 not), and fast_exp stays within its stated error.
 """

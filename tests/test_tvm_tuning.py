@@ -1,7 +1,7 @@
 """TVM MetaSchedule tuning: records persist and are reused, the time budget stops tuning, RPC works.
 
 Each test tunes one small conv kernel for a handful of trials (tuning quality is measured in
-benchmarks/tvm.py, not here). The models compile as NCHW so that the conv is the only kernel (the
+benchmarks/tvm_backend.py, not here). The models compile as NCHW so that the conv is the only kernel (the
 CPU default, NHWC, adds the I/O transposes as two more).
 """
 

@@ -1,9 +1,9 @@
 """TVM backend benchmark: what moves yolov8n's CPU latency, against ORT in the same run (ratios).
 
-    python benchmarks/tvm.py                     # yolov8n 640: every row, 300 s tuned row, mAP (~25 min on 2 cores)
-    python benchmarks/tvm.py --tune-seconds 1800 # a longer tuned row
-    python benchmarks/tvm.py --budgets 2,6       # add MetaSchedule-only rows (NCHW, N trials per kernel)
-    python benchmarks/tvm.py --smoke --out /tmp/tvm.json   # seconds, on a tiny Conv graph: what the tests run
+    python benchmarks/tvm_backend.py                     # yolov8n 640: every row, 300 s tuned row, mAP (~25 min on 2 cores)
+    python benchmarks/tvm_backend.py --tune-seconds 1800 # a longer tuned row
+    python benchmarks/tvm_backend.py --budgets 2,6       # add MetaSchedule-only rows (NCHW, N trials per kernel)
+    python benchmarks/tvm_backend.py --smoke --out /tmp/tvm.json   # seconds, on a tiny Conv graph: what the tests run
 
 Rows, one step at a time from TVM's own default to the backend's default:
   ort-fp32                ONNX Runtime CPU (--threads intra-op threads), the reference
@@ -38,8 +38,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-# This file is named tvm.py: keep its folder off sys.path so `import tvm` finds Apache TVM.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "tvm_cpu.json"
 
 
