@@ -10,8 +10,9 @@ alone in a fresh process per turn; TVM modules interleaved in this process):
 1. transposes on yolov8n, FP32 and INT8 (insert-qdq ort-cpu and trt profiles + calibrate on images 0-31):
    the pass's census (inserted by a naive wrap, removed, left around Conv/MaxPool, at I/O, elsewhere);
 2. ORT CPU latency, NCHW vs NHWC model (FP32 and INT8 ort-cpu);
-3. TVM (llvm, untuned default schedules) latency: NCHW conv2d; NCHW model + relax ConvertLayout
-   (the TVM backend's NHWC path); the to-nhwc model with the wrapping absorbed (yolograph.layout.relax_absorb);
+3. TVM backend (llvm, untuned: analytic schedules) latency: the NCHW model compiled NCHW; compiled NHWC
+   (relax ConvertLayout, the backend's CPU default); the to-nhwc model, its wrapping absorbed
+   (yolograph.layout.relax_absorb);
 4. an end-to-end loop over coco128 images 32-127: read + letterbox, then either the float pipeline
    (BGR->RGB, HWC->CHW, /255 on the host, NCHW float model) or the raw letterboxed BGR uint8 frame into
    to-nhwc{input=uint8,channels=bgr} (all NHWC) and to-nhwc{internal=false,...} (only the input changed,
@@ -141,55 +142,46 @@ def _ort_latency(models: dict, args) -> dict:
 
 
 def _tvm_latency(base, args) -> dict:
-    """Untuned llvm builds: NCHW, NCHW+ConvertLayout (backend's NHWC path), to-nhwc + absorb."""
-    os.environ.setdefault("TVM_NUM_THREADS", str(args.threads))
-    import tvm
-    from tvm import relax
+    """The TVM backend (llvm, untuned: analytic schedules) on three layouts: the NCHW model compiled NCHW,
+    the NCHW model compiled NHWC (the backend's CPU default, relax ConvertLayout), and the
+    to-nhwc{nchw_ops=Resize} model (its wrapping absorbed). Each artifact is timed alone in a fresh process."""
+    import tempfile
 
+    from yolograph.backends.benchmark import isolated_times, summarize_ms
     from yolograph.backends.ort import OrtOptions, OrtRunner
-    from yolograph.backends.tvm.compile import build
-    from yolograph.backends.tvm.layout import convert_to_nhwc
-    from yolograph.backends.tvm.relax_import import to_relax
-    from yolograph.backends.tvm.target import parse_target, validate_target
-    from yolograph.layout.relax_absorb import absorb_nhwc_wraps, layout_census
+    from yolograph.backends.tvm import compile_model, load_runner
+    from yolograph.backends.tvm.compile import lower_to_relax, resolve_options
+    from yolograph.layout.relax_absorb import layout_census
     from yolograph.pipeline import run_pipeline
 
-    target = validate_target(parse_target(None))
     nhwc_model, _ = run_pipeline(base, "to-nhwc{nchw_ops=Resize}", verify=True)
-
-    def lowered(model):
-        with target:
-            return relax.transform.DecomposeOpsForInference()(to_relax(model))
-
-    modules = {
-        "nchw": lowered(base),
-        "nchw+convert_layout": convert_to_nhwc(lowered(base))[0],
-        "to-nhwc+absorb": absorb_nhwc_wraps(lowered(nhwc_model)),
-    }
+    variants = {"nchw": (base, "NCHW"), "nchw+convert_layout": (base, "NHWC"), "to-nhwc+absorb": (nhwc_model, None)}
     x = np.random.default_rng(0).random((1, 3, 640, 640), dtype=np.float32)
     reference = OrtRunner(base, OrtOptions(threads=args.threads)).predict(x)
     feeds = {"nchw": x, "nchw+convert_layout": x, "to-nhwc+absorb": np.ascontiguousarray(np.transpose(x, (0, 2, 3, 1)))}
-    result, calls = {}, {}
-    for name, module in modules.items():
-        _note(f"TVM build {name}")
-        start = time.perf_counter()
-        vm = relax.VirtualMachine(build(module, target, None), tvm.cpu())
-        census = layout_census(module)
-        argument = tvm.runtime.tensor(feeds[name], tvm.cpu())
-        output = vm["main"](argument)
-        output = (output[0] if not hasattr(output, "numpy") else output).numpy()
-        result[name] = {
-            "build_s": round(time.perf_counter() - start, 1),
-            "layout_ops": int(census["relax.permute_dims"] + census["relax.layout_transform"]),
-            "conv2d_nhwc": int(census["conv2d:NHWC"]),
-            "conv2d_nchw": int(census["conv2d:NCHW"]),
-            "max_rel_diff_vs_ort": float(np.abs(output - reference).max() / np.abs(reference).max()),
-        }
-        calls[name] = (lambda vm=vm, argument=argument: vm["main"](argument))
-    _note("TVM latency")
-    for name, stats in interleaved(calls, args.rounds, max(1, args.runs // 2)).items():
-        result[name].update(stats)
-    result["target"] = parse_target(None)
+    result, paths = {}, {}
+    with tempfile.TemporaryDirectory() as temp:
+        for name, (model, layout) in variants.items():
+            _note(f"TVM compile {name}")
+            options = resolve_options(model, target=None, tune_trials=0, tune_seconds=None, tuning_db=None,
+                                      rpc=None, layout=layout, int8=False, analytic=True)
+            census = layout_census(lower_to_relax(model, options)[0])
+            start = time.perf_counter()
+            paths[name] = ("tvm", compile_model(model, Path(temp) / f"{name}.so", layout=layout, int8=False))
+            output = load_runner(paths[name][1]).predict(feeds[name])
+            result[name] = {
+                "build_s": round(time.perf_counter() - start, 1),
+                "layout": options.layout,
+                "layout_ops": int(census["relax.permute_dims"] + census["relax.layout_transform"]),
+                "conv2d_nhwc": int(census["conv2d:NHWC"]),
+                "conv2d_nchw": int(census["conv2d:NCHW"]),
+                "max_rel_diff_vs_ort": float(np.abs(output - reference).max() / np.abs(reference).max()),
+            }
+        _note("TVM latency (each artifact alone in a fresh process)")
+        times = isolated_times(paths, rounds=args.rounds, runs=args.runs)
+    for name, values in times.items():
+        result[name].update(summarize_ms(values))
+    result["target"] = options.target
     return result
 
 
@@ -258,7 +250,7 @@ def markdown(results: dict) -> str:
     for name, s in results["ort_latency"].items():
         lines.append(f"| {name} | {s['nchw']['median_ms']:.1f} | {s['nhwc']['median_ms']:.1f} | {s['nhwc_over_nchw']:.2f} |")
     if results.get("tvm_latency"):
-        lines += ["", "| TVM llvm (untuned) | conv2d NHWC | layout ops | median ms | p90 ms | max rel diff vs ORT |",
+        lines += ["", "| TVM backend, llvm, untuned | conv2d NHWC | layout ops | median ms | p90 ms | max rel diff vs ORT |",
                   "| --- | --- | --- | --- | --- | --- |"]
         for name, s in results["tvm_latency"].items():
             if isinstance(s, dict) and "median_ms" in s:
