@@ -50,6 +50,7 @@ def configurations(images: str, count: int) -> list[tuple[str, str | None, str]]
         ("act-seq-50", f"prune{{macs=0.5,{act}}}", "activation + sequential LS (default)"),
         ("act-seq-budget-1.5", f"prune{{budget=map:0.015,{act}}}",
          "largest cut losing <= 1.5 pt on the calibration images (budget=map:0.015)"),
+        ("act-seq-30-1step", f"prune{{macs=0.3,{act},steps=1}}", "as act-seq-30 in one step (no re-measuring)"),
         ("act-seq-30-r16", f"prune{{macs=0.3,{act},round_to=16}}", "as act-seq-30, channels kept in multiples of 16"),
         ("act-local-30", f"prune{{macs=0.3,{act},reconstruct=local}}", "activation + local LS (one run)"),
         ("act-bias-30", f"prune{{macs=0.3,{act},reconstruct=bias}}", "activation + mean compensation only"),
@@ -95,7 +96,8 @@ def build_config(name, pipeline, note, base_model, args, base_cost, folder: Path
         "eval_images": result.images,
         "build_seconds": round(build_s, 1),
         "layers": stats.get("layers", {}),
-        "groups_pruned": stats.get("groups_pruned"),
+        "convs_narrowed": stats.get("convs_narrowed"),
+        "steps": stats.get("steps", []),
         "budget_search": {k: stats[k] for k in ("budget_map_before", "budget_map_drop", "budget_trials") if k in stats},
     }
 

@@ -98,6 +98,35 @@ def test_pruned_model_equals_zeroing_the_removed_channels(yolov8n):
     np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-3)
 
 
+def test_steps_compose_into_one_removal_from_the_original(yolov8n):
+    """Three steps of plain slicing: the kept indices are relative to the original model (the zeroing
+    test above checks them end to end), every step moves closer to the MACs goal, and the layers report
+    what all steps removed together."""
+    pruned, stats, kept = _prune(yolov8n, macs=0.3, steps=3, **FAST)
+    assert [s["step"] for s in stats["steps"]] == [1, 2, 3]
+    reached = [s["macs_removed"] for s in stats["steps"]]
+    assert reached == sorted(reached) and reached[0] >= 0.1 and abs(reached[-1] - 0.3) < 0.02
+    widths = {n.name: n.inputs[1].shape[0] for n in yolov8n.nodes_by_op("Conv")}
+    for node in pruned.nodes_by_op("Conv"):
+        out = node.outputs[0].name
+        width = np.asarray(constant_value(node.inputs[1])).shape[0]
+        if out in kept:
+            assert len(kept[out]) == width and kept[out].max() < widths[node.name]
+            assert np.all(np.diff(kept[out]) > 0)
+        layer = stats["layers"].get(node.name)
+        if layer:
+            assert layer["kept"] == width and layer["kept"] + layer["removed"] == widths[node.name]
+
+
+def test_step_fraction_lands_each_step_on_its_share_of_the_goal():
+    from yolograph.passes.prune import _step_fraction
+
+    # 30% in 3 steps from 100 MACs: step 2 of a model now at 88 must reach 80.
+    assert _step_fraction("macs", 0.3, 2, 3, 100, 88) == pytest.approx(1 - 80 / 88)
+    assert _step_fraction("macs", 0.3, 2, 3, 100, 79) < 0  # step 1 overshot: step 2 is skipped
+    assert (1 - _step_fraction("ratio", 0.5, 1, 2, 1, 1)) ** 2 == pytest.approx(0.5)
+
+
 def test_macs_target_is_reached_and_reported(yolov8n):
     _, stats, _ = _prune(yolov8n, macs=0.25, **FAST)
     assert stats["macs_removed"] >= 0.25
@@ -106,7 +135,7 @@ def test_macs_target_is_reached_and_reported(yolov8n):
 
 def test_reconstruction_reduces_output_error(yolov8n, coco_dir):
     """Same channels removed (activation criterion); sequential least squares beats plain slicing."""
-    common = dict(macs=0.2, criterion="activation", images=str(coco_dir), count=4, sensitivity=0)
+    common = dict(macs=0.2, criterion="activation", images=str(coco_dir), count=4, sensitivity=0, steps=1)
     plain, _, kept_plain = _prune(yolov8n, reconstruct="none", **common)
     rebuilt, stats, kept_rebuilt = _prune(yolov8n, reconstruct="sequential", **common)
     assert stats["refit_convs"] > 0 and stats["calibration_images"] == 4

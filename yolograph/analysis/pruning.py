@@ -272,6 +272,17 @@ class Removal:
     layers: dict[str, tuple[int, int]]
     kept: dict[str, np.ndarray]
 
+    def then(self, later: Removal) -> Removal:
+        """This removal followed by `later` (made on the model this one left), as one removal from the
+        first model: kept indices compose, removed counts add up."""
+        kept = dict(self.kept)
+        for name, keep in later.kept.items():
+            kept[name] = kept[name][keep] if name in kept else keep
+        layers = dict(self.layers)
+        for name, (now_kept, removed) in later.layers.items():
+            layers[name] = (now_kept, layers.get(name, (0, 0))[1] + removed)
+        return Removal(layers, kept)
+
 
 def remove_classes(
     model: Model,
