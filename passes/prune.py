@@ -102,7 +102,7 @@ SQNR_FLOOR_DB = -20.0
 
 @register_pass("prune")
 class Prune(Pass):
-    """Structured channel pruning (macs= or ratio=) with dependency groups and least-squares reconstruction."""
+    """Structured channel pruning (macs=, ratio= or budget=map:) with dependency groups and least-squares reconstruction."""
 
     Options = PruneOptions
     contract = Contract.sqnr(SQNR_FLOOR_DB, note="gross-breakage floor; the mAP cost is the budget measured by "
