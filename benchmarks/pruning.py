@@ -37,28 +37,37 @@ from yolograph.pipeline import run_pipeline
 RESULTS = Path(__file__).resolve().parent / "results" / "pruning.json"
 
 
+# The issue's matrix: every criterion (bn-gamma: see NOT_APPLICABLE) with and without reconstruction at
+# every ratio. Names are criterion-reconstruction-percent, e.g. act-seq-30.
+RATIOS = (10, 20, 30, 50)
+CRITERIA = {"act": ("activation", "activation"), "l1": ("l1", "l1 filter norm"), "l2": ("l2", "l2 filter norm")}
+RECONSTRUCTIONS = {"seq": ("", "+ sequential LS"), "none": (",reconstruct=none", ", no reconstruction")}
+
+
 def configurations(images: str, count: int) -> list[tuple[str, str | None, str]]:
     """(name, pipeline or None for the unpruned model, what it shows)."""
     calib = f"images={images},count={count}"
     act = f"criterion=activation,{calib}"
     int8 = f"insert-qdq,calibrate{{{calib}}}"
+    matrix = []
+    for short, (criterion, criterion_label) in CRITERIA.items():
+        for recon, (option, recon_label) in RECONSTRUCTIONS.items():
+            # l1/l2 without reconstruction read no images; everything else needs the calibration set.
+            data = "" if criterion != "activation" and recon == "none" else f",{calib}"
+            default = " (default)" if (short, recon) == ("act", "seq") else ""
+            for percent in RATIOS:
+                matrix.append((f"{short}-{recon}-{percent}",
+                               f"prune{{macs={percent / 100},criterion={criterion}{data}{option}}}",
+                               f"{criterion_label} {recon_label}{default}".replace(" ,", ",")))
     return [
         ("baseline", None, "unpruned float"),
-        ("act-seq-10", f"prune{{macs=0.1,{act}}}", "activation + sequential LS (default)"),
-        ("act-seq-20", f"prune{{macs=0.2,{act}}}", "activation + sequential LS (default)"),
-        ("act-seq-30", f"prune{{macs=0.3,{act}}}", "activation + sequential LS (default)"),
-        ("act-seq-50", f"prune{{macs=0.5,{act}}}", "activation + sequential LS (default)"),
+        *matrix,
         ("act-seq-budget-1.5", f"prune{{budget=map:0.015,{act}}}",
          "largest cut losing <= 1.5 pt on the calibration images (budget=map:0.015)"),
         ("act-seq-30-1step", f"prune{{macs=0.3,{act},steps=1}}", "as act-seq-30 in one step (no re-measuring)"),
         ("act-seq-30-r16", f"prune{{macs=0.3,{act},round_to=16}}", "as act-seq-30, channels kept in multiples of 16"),
         ("act-local-30", f"prune{{macs=0.3,{act},reconstruct=local}}", "activation + local LS (one run)"),
         ("act-bias-30", f"prune{{macs=0.3,{act},reconstruct=bias}}", "activation + mean compensation only"),
-        ("act-none-30", f"prune{{macs=0.3,{act},reconstruct=none}}", "activation, no reconstruction"),
-        ("l1-seq-30", f"prune{{macs=0.3,criterion=l1,{calib}}}", "l1 filter norm + sequential LS"),
-        ("l1-none-30", "prune{macs=0.3,criterion=l1,reconstruct=none}", "l1 filter norm, no reconstruction"),
-        ("l2-seq-30", f"prune{{macs=0.3,criterion=l2,{calib}}}", "l2 filter norm + sequential LS"),
-        ("l2-none-30", "prune{macs=0.3,criterion=l2,reconstruct=none}", "l2 filter norm, no reconstruction"),
         ("int8", int8, "unpruned INT8 (insert-qdq + calibrate)"),
         ("act-seq-30-int8", f"prune{{macs=0.3,{act}}},{int8}", "act-seq-30 then INT8"),
     ]
