@@ -5,8 +5,9 @@ Concat offsets, C2f Split sections, SPPF's MaxPool chain, depthwise convs, BN), 
 `yolograph.analysis.channel_groups`; model outputs and the Detect head's box/class channels are never
 touched. Channels are ranked by importance and removed until `macs` of the conv MACs (or `ratio` of the
 prunable channels) are gone, or, with `budget=map:DROP`, as many MACs as keep the mAP50-95 drop on the
-labelled calibration images within DROP (the fraction found by bisection); no training. Criteria: l1 / l2 filter norm or BN |gamma| (ranked per group,
-one global threshold), or activation (default): greedy removal of the chunk whose predicted error after
+labelled calibration images within DROP (the fraction found by bisection); no training. Criteria: l1 /
+l2 filter norm or BN |gamma| (ranked per group, one global threshold), or activation (default): greedy
+removal of the chunk whose predicted error after
 least-squares reconstruction, per MAC saved, is lowest, with each group's prediction rescaled by its
 measured end-to-end output sensitivity (`sensitivity` images) and at most `max_fraction` of any group
 removed. Then convs are refit by ridge least squares on calibration activations, level by level on the
