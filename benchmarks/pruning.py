@@ -61,6 +61,8 @@ def configurations(images: str, count: int) -> list[tuple[str, str | None, str]]
                                f"{criterion_label} {recon_label}{default}".replace(" ,", ",")))
     return [
         ("baseline", None, "unpruned float"),
+        # The same model timed as a second one: its "speed-up" is the run's noise floor (ideally 1.00x).
+        ("baseline-again", None, "unpruned float again (A/A timing control)"),
         *matrix,
         ("act-seq-budget-1.5", f"prune{{budget=map:0.015,{act}}}",
          "largest cut losing <= 1.5 pt on the calibration images (budget=map:0.015)"),
