@@ -41,7 +41,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "pruning.json"
 # every ratio. Names are criterion-reconstruction-percent, e.g. act-seq-30.
 RATIOS = (10, 20, 30, 50)
 CRITERIA = {"act": ("activation", "activation"), "l1": ("l1", "l1 filter norm"), "l2": ("l2", "l2 filter norm")}
-RECONSTRUCTIONS = {"seq": ("", "+ sequential LS"), "none": (",reconstruct=none", ", no reconstruction")}
+RECONSTRUCTIONS = {"seq": ("", " + sequential LS"), "none": (",reconstruct=none", ", no reconstruction")}
 
 
 def configurations(images: str, count: int) -> list[tuple[str, str | None, str]]:
@@ -58,7 +58,7 @@ def configurations(images: str, count: int) -> list[tuple[str, str | None, str]]
             for percent in RATIOS:
                 matrix.append((f"{short}-{recon}-{percent}",
                                f"prune{{macs={percent / 100},criterion={criterion}{data}{option}}}",
-                               f"{criterion_label} {recon_label}{default}".replace(" ,", ",")))
+                               f"{criterion_label}{recon_label}{default}"))
     return [
         ("baseline", None, "unpruned float"),
         # The same model timed as a second one: its "speed-up" is the run's noise floor (ideally 1.00x).

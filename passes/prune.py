@@ -7,12 +7,12 @@ touched. Channels are ranked by importance and removed until `macs` of the conv 
 prunable channels) are gone, or, with `budget=map:DROP`, as many MACs as keep the mAP50-95 drop on the
 labelled calibration images within DROP (the fraction found by bisection); no training. Criteria: l1 /
 l2 filter norm or BN |gamma| (ranked per group, one global threshold), or activation (default): greedy
-removal of the chunk whose predicted error after
-least-squares reconstruction, per MAC saved, is lowest, with each group's prediction rescaled by its
-measured end-to-end output sensitivity (`sensitivity` images) and at most `max_fraction` of any group
-removed. Then convs are refit by ridge least squares on calibration activations, level by level on the
-pruned model's own activations (`yolograph.analysis.reconstruction`). The cut is made in `steps` equal
-steps, each re-measuring on the model the previous one left.
+removal of the chunk whose predicted error after least-squares reconstruction, per MAC saved, is lowest,
+with each group's prediction rescaled by its measured end-to-end output sensitivity (`sensitivity`
+images) and at most `max_fraction` of any group removed. Then convs are refit by ridge least squares on
+calibration activations, level by level on the pruned model's own activations
+(`yolograph.analysis.reconstruction`). The cut is made in `steps` equal steps, each re-measuring on the
+model the previous one left.
 
 Preserves: input/output names, shapes and dtypes; the graph stays valid for ONNX Runtime. Changes
 accuracy on purpose: its contract is an output SQNR floor (see `Prune.contract`), and the accuracy cost
