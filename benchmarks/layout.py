@@ -112,7 +112,7 @@ def _models(base, coco, calibration_count: int) -> dict:
 
 def interleaved(calls: dict[str, Callable[[], object]], rounds: int, runs: int, warmup: int = 2) -> dict[str, dict]:
     """Median/p90 ms of each call over rounds x runs, the variants taking turns every round."""
-    from yolograph.backends.benchmark import interleaved_times, summarize_ms
+    from yolograph.runtime.timing import interleaved_times, summarize_ms
 
     return {name: summarize_ms(times)
             for name, times in interleaved_times(calls, rounds=rounds, runs=runs, warmup=warmup).items()}
@@ -123,7 +123,7 @@ def _ort_latency(models: dict, args) -> dict:
     process slow each other through their spinning thread pools)."""
     import tempfile
 
-    from yolograph.backends.benchmark import isolated_times, summarize_ms
+    from yolograph.runtime.timing import isolated_times, summarize_ms
 
     result = {}
     with tempfile.TemporaryDirectory() as temp:
@@ -147,8 +147,8 @@ def _tvm_latency(base, args) -> dict:
     to-nhwc{nchw_ops=Resize} model (its wrapping absorbed). Each artifact is timed alone in a fresh process."""
     import tempfile
 
-    from yolograph.backends.benchmark import isolated_times, summarize_ms
-    from yolograph.backends.ort import OrtOptions, OrtRunner
+    from yolograph.runtime.timing import isolated_times, summarize_ms
+    from yolograph.runtime import OrtOptions, OrtRunner
     from yolograph.backends.tvm import compile_model, load_runner
     from yolograph.backends.tvm.compile import lower_to_relax, resolve_options
     from yolograph.layout.relax_absorb import layout_census
@@ -187,7 +187,7 @@ def _tvm_latency(base, args) -> dict:
 
 def _preprocessing(base, coco, args) -> dict:
     """End-to-end loop: float pipeline (host /255, CHW) vs the raw letterboxed uint8 BGR frame."""
-    from yolograph.backends.ort import OrtOptions, OrtRunner
+    from yolograph.runtime import OrtOptions, OrtRunner
     from yolograph.evaluation.dataset import open_dataset
     from yolograph.evaluation.preprocess import letterbox, read_image, to_input_tensor
     from yolograph.pipeline import run_pipeline

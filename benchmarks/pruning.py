@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from yolograph.backends.benchmark import isolated_times
-from yolograph.backends.ort import OrtOptions, OrtRunner
+from yolograph.runtime.timing import isolated_times
+from yolograph.runtime import OrtOptions, OrtRunner
 from yolograph.data import coco128, official_yolov8n
 from yolograph.evaluation import evaluate
 from yolograph.frontends import load_model

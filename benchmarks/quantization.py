@@ -26,15 +26,15 @@ from pathlib import Path
 
 import numpy as np
 
-from yolograph.backends.benchmark import interleaved_times, isolated_times
-from yolograph.backends.ort import OrtOptions, OrtRunner
+from yolograph.runtime.timing import interleaved_times, isolated_times
+from yolograph.runtime import OrtOptions, OrtRunner
 from yolograph.data import coco128, official_yolov8n
 from yolograph.evaluation import predict_detections, resolve_dataset, score_detections
 from yolograph.frontends import load_model
 from yolograph.ir.model import Model
 from yolograph.ir.serialization import write_bytes_atomic
 from yolograph.pipeline import run_pipeline
-from yolograph.quantization.calibration_data import load_calibration_tensors
+from yolograph.evaluation.calibration_data import load_calibration_tensors
 
 RESULTS = Path(__file__).resolve().parent / "results" / "quantization.json"
 FLOAT_PREFIX = "fold-bn,cleanup,fast-dfl"

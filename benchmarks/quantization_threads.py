@@ -1,7 +1,7 @@
 """ORT thread sweep: FP32 vs our default INT8 yolov8n, per thread count, each model timed alone.
 
 The INT8/FP32 ratio depends on the thread setting; this records it for each setting. Every model is
-timed in a fresh process per turn (yolograph.backends.benchmark.isolated_times): two ORT sessions
+timed in a fresh process per turn (yolograph.runtime.timing.isolated_times): two ORT sessions
 alternating in one process slow each other through their spinning thread pools (2 threads: FP32
 measured 34 ms that way, 28 ms alone), which once made two threads look slower than one here.
 
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from yolograph.backends.benchmark import isolated_times
-from yolograph.backends.ort import OrtOptions, OrtRunner
+from yolograph.runtime.timing import isolated_times
+from yolograph.runtime import OrtOptions, OrtRunner
 from yolograph.data import coco128, official_yolov8n
 from yolograph.frontends import load_model
 from yolograph.ir.serialization import save_model, write_bytes_atomic

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace, device_line: str) -> dict:
     import numpy as np
 
-    from yolograph.backends.ort import OrtOptions, OrtRunner
+    from yolograph.runtime import OrtOptions, OrtRunner
     from yolograph.backends.tensorrt import (
         compile_model,
         int8_report,
@@ -211,7 +211,7 @@ def prepare_models(args: argparse.Namespace, float_pipeline: str, int8_pipeline:
 
 
 def ort_accuracy(args: argparse.Namespace, float_model, int8_model) -> dict:
-    from yolograph.backends.ort import OrtOptions, OrtRunner
+    from yolograph.runtime import OrtOptions, OrtRunner
     from yolograph.evaluation import evaluate
 
     options = OrtOptions(threads=args.threads)

@@ -16,7 +16,7 @@ Rows, one step at a time from TVM's own default to the backend's default:
   tvm-metaschedule-b<N>   (--budgets) MetaSchedule alone, NCHW, N trials per kernel, naive loops elsewhere
   ort-int8 / tvm-int8 / tvm-int8-fsim   the tvm-profile QDQ model (calibrated on coco128 0-31): ORT
                           QLinear kernels; TVM integer conv2d rewrite; TVM float-simulated Q/DQ
-Latency: each model is timed alone in a fresh process (yolograph.backends.benchmark.isolated_times:
+Latency: each model is timed alone in a fresh process (yolograph.runtime.timing.isolated_times:
 ORT and TVM thread pools slow each other down in one process, and a process that has just tuned
 runs TVM kernels slower), the models taking turns (--rounds turns x --runs timed runs). Accuracy: max |TVM - ORT|
 / max |ORT| per output group (box rows, class rows) on a random and a real image (INT8 against ORT
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     import tvm
 
     from yolograph.backends import tvm as ytvm
-    from yolograph.backends.ort import OrtOptions, OrtRunner
+    from yolograph.runtime import OrtOptions, OrtRunner
     from yolograph.backends.tvm.target import CPU_FAST_MATH, parse_target
     from yolograph.data import coco128, official_yolov8n
     from yolograph.evaluation import open_dataset
@@ -240,7 +240,7 @@ def retime(args) -> int:
 
 def measure_latency(manifest: dict[str, dict], args) -> dict[str, dict]:
     """Median/p90 of every manifest entry, each timed alone in a fresh process, the entries taking turns."""
-    from yolograph.backends.benchmark import isolated_times, summarize_ms
+    from yolograph.runtime.timing import isolated_times, summarize_ms
 
     models = {name: (entry["kind"], Path(entry["path"])) for name, entry in manifest.items()}
     times = isolated_times(models, rounds=args.rounds, runs=args.runs, threads=args.threads)
@@ -250,7 +250,7 @@ def measure_latency(manifest: dict[str, dict], args) -> dict[str, dict]:
 def add_map(rows: dict, manifest: dict, coco: Path, threads: int) -> None:
     """mAP50-95 on coco128 images 32-127 for ORT FP32/INT8 and the TVM default and INT8 artifacts."""
     from yolograph.backends import tvm as ytvm
-    from yolograph.backends.ort import OrtOptions, OrtRunner
+    from yolograph.runtime import OrtOptions, OrtRunner
     from yolograph.evaluation import evaluate
     from yolograph.frontends import load_model
 

@@ -26,7 +26,7 @@ from yolograph.ir.model import Model
 from yolograph.passes.bias_correction import conv_input_source
 from yolograph.pipeline.passes import Contract, Pass, PassResult, register_pass
 from yolograph.progress import track
-from yolograph.quantization.calibration_data import source_from_options
+from yolograph.evaluation.calibration_data import source_from_options
 from yolograph.quantization.collect import model_input_size, stream_tensors
 from yolograph.quantization.profiles import get_profile
 from yolograph.quantization.qdq import PROFILE_KEY, quantized_convs, strip_activation_qdq

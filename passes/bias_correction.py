@@ -20,7 +20,7 @@ import numpy as np
 from yolograph.errors import PassError
 from yolograph.ir.model import Model
 from yolograph.pipeline.passes import Contract, Pass, PassResult, register_pass
-from yolograph.quantization.calibration_data import source_from_options
+from yolograph.evaluation.calibration_data import source_from_options
 from yolograph.quantization.collect import model_input_size, stream_tensors
 from yolograph.quantization.profiles import get_profile
 from yolograph.quantization.qdq import PROFILE_KEY, fake_quantize_weight, quantized_convs, strip_activation_qdq

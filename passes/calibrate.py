@@ -22,7 +22,7 @@ from yolograph.errors import DataError, PassError
 from yolograph.ir.model import Model
 from yolograph.pipeline.passes import Contract, Pass, PassResult, register_pass
 from yolograph.pipeline.properties import UNCALIBRATED_KEY
-from yolograph.quantization.calibration_data import CalibrationSource
+from yolograph.evaluation.calibration_data import CalibrationSource
 from yolograph.quantization.collect import model_input_size, stream_tensors
 from yolograph.quantization.observers import RangeObserver
 from yolograph.quantization.profiles import get_profile

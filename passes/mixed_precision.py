@@ -21,7 +21,7 @@ from yolograph.errors import PassError
 from yolograph.evaluation.budget import labelled_map, parse_budget, require_labels
 from yolograph.ir.model import Model
 from yolograph.pipeline.passes import Contract, Pass, PassResult, register_pass
-from yolograph.quantization.calibration_data import load_calibration_tensors, source_from_options
+from yolograph.evaluation.calibration_data import load_calibration_tensors, source_from_options
 from yolograph.quantization.qdq import dequantize_units, float_reference, quantized_convs
 from yolograph.quantization.sensitivity import _run, group_sqnr, measure_units, quantization_units
 

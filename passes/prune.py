@@ -301,7 +301,7 @@ def _needs_images(options: PruneOptions) -> bool:
 def _calibration_images(model: Model, options: PruneOptions) -> list[np.ndarray]:
     """The first `count` calibration images, preprocessed exactly as evaluation does (kept in memory:
     statistics are gathered in several passes over them)."""
-    from yolograph.quantization.calibration_data import load_calibration_tensors
+    from yolograph.evaluation.calibration_data import load_calibration_tensors
 
     if options.count < 1:
         raise PassError("prune count must be at least 1 (the number of calibration images).")
@@ -415,7 +415,7 @@ def group_sensitivity(model: Model, analysis: ChannelAnalysis, greedy: ErrorGree
     scores); each term is divided by its median over the groups, so every part counts alike whatever
     its units.
     """
-    from yolograph.backends.ort import OrtOptions, OrtRunner
+    from yolograph.runtime import OrtOptions, OrtRunner
     from yolograph.progress import track
 
     reference = OrtRunner(model, OrtOptions(threads=2))

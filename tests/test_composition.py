@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from yolograph.backends.ort import OrtRunner
+from yolograph.runtime import OrtRunner
 from yolograph.evaluation import iter_image_tensors, open_dataset
 from yolograph.pipeline import run_pipeline
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from graphs import conv_bn_model, lone_bn_model
-from yolograph.backends.ort import OrtRunner
+from yolograph.runtime import OrtRunner
 from yolograph.frontends import load_model
 from yolograph.pipeline import run_pipeline
 

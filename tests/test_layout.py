@@ -207,7 +207,7 @@ def test_real_yolov8n_fp32_equivalent_and_transposes_only_around_conv(yolov8n, c
 
 
 def test_uint8_bgr_frame_equals_the_float_pipeline(yolov8n, coco_dir):
-    from yolograph.backends.ort import OrtOptions, OrtRunner
+    from yolograph.runtime import OrtOptions, OrtRunner
     from yolograph.evaluation.preprocess import to_input_tensor
 
     (frame, _), = _image_feeds(coco_dir)
@@ -279,7 +279,7 @@ def _conv_neighbours(model):
 
 
 def test_int8_qdq_stays_adjacent_to_conv_and_detections_are_equal(int8_yolov8n, coco_dir):
-    from yolograph.backends.ort import OrtOptions, OrtRunner
+    from yolograph.runtime import OrtOptions, OrtRunner
     from yolograph.evaluation.postprocess import postprocess
     from yolograph.evaluation.preprocess import to_input_tensor
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from graphs import conv_bn_model
-from yolograph.backends.ort import OrtOptions, OrtRunner
+from yolograph.runtime import OrtOptions, OrtRunner
 from yolograph.errors import BackendError
 
 

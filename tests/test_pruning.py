@@ -7,7 +7,7 @@ import onnx
 import pytest
 
 from yolograph.analysis.reconstruction import _runner_with_outputs
-from yolograph.backends.ort import OrtOptions, OrtRunner
+from yolograph.runtime import OrtOptions, OrtRunner
 from yolograph.errors import DataError, PassError, PipelineError
 from yolograph.frontends import load_model
 from yolograph.ir.cost import model_cost

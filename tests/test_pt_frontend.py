@@ -389,7 +389,7 @@ def lowered():
 
 
 def run_ort(model_or_path, images: np.ndarray) -> np.ndarray:
-    from yolograph.backends.ort import OrtOptions, OrtRunner
+    from yolograph.runtime import OrtOptions, OrtRunner
 
     return OrtRunner(model_or_path, OrtOptions(threads=2)).predict(images)
 

@@ -6,13 +6,13 @@ import numpy as np
 import onnx
 import pytest
 
-from yolograph.backends.ort import OrtOptions, OrtRunner
+from yolograph.runtime import OrtOptions, OrtRunner
 from yolograph.errors import DataError, PassError, PipelineError
 from yolograph.pipeline import run_pipeline
 from yolograph.pipeline.passes import sqnr_db
 from yolograph.pipeline.properties import UNCALIBRATED_KEY
 from yolograph.quantization import DEFAULT_INT8_PIPELINE, default_int8_pipeline
-from yolograph.quantization.calibration_data import load_calibration_tensors
+from yolograph.evaluation.calibration_data import load_calibration_tensors
 from yolograph.quantization.placement import Region, plan_qdq, residual_add_inputs_to_quantize
 from yolograph.quantization.profiles import get_profile
 from yolograph.quantization.qdq import activation_groups

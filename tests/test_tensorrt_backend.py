@@ -372,7 +372,7 @@ gpu = pytest.mark.skipif(not GPU_OK, reason=f"needs an NVIDIA GPU with TensorRT 
 @pytest.mark.gpu
 @gpu
 def test_gpu_fp32_engine_matches_onnx_runtime(yolov8n, tmp_path):
-    from yolograph.backends.ort import OrtOptions, OrtRunner
+    from yolograph.runtime import OrtOptions, OrtRunner
 
     engine = compile_model(yolov8n, tmp_path / "m.engine", precision="fp32", batch_sizes=(1, 2),
                            timing_cache=tmp_path / "timing.cache")

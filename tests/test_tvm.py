@@ -17,7 +17,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from graphs import make_model
-from yolograph.backends.ort import OrtOptions, OrtRunner
+from yolograph.runtime import OrtOptions, OrtRunner
 from yolograph.errors import BackendError, DataError
 
 pytest.importorskip("tvm", reason="the tvm extra is not installed")  # optional dependency, not hardware

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from test_tvm import conv_silu_concat_model
-from yolograph.backends.ort import OrtOptions, OrtRunner
+from yolograph.runtime import OrtOptions, OrtRunner
 from yolograph.pipeline import run_pipeline
 
 pytest.importorskip("tvm", reason="the tvm extra is not installed")

@@ -14,7 +14,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from graphs import make_model
-from yolograph.backends.ort import OrtOptions, OrtRunner
+from yolograph.runtime import OrtOptions, OrtRunner
 
 pytest.importorskip("tvm", reason="the tvm extra is not installed")
 

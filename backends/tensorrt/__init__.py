@@ -13,8 +13,11 @@ without a GPU, and they fail with one line (`NO_GPU_MESSAGE`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
+from yolograph.runtime.backend import Backend, register_backend
 from yolograph.backends.tensorrt.build import compile_model
 from yolograph.backends.tensorrt.inspector import EngineLayer, Int8Report, int8_report, parse_engine_information
 from yolograph.backends.tensorrt.readiness import Finding, check_readiness, format_findings
@@ -27,6 +30,48 @@ from yolograph.backends.tensorrt.sidecar import EngineSidecar, is_sidecar_engine
 def is_engine(path: str | Path) -> bool:
     """True for a `.engine` file name or any file with a yolograph engine sidecar beside it."""
     return Path(path).suffix == ".engine" or is_sidecar_engine(path)
+
+
+@dataclass(frozen=True)
+class TensorRtOptions:
+    precision: Literal["fp32", "fp16", "int8"] = field(default="fp16", metadata={"help": "tensorrt precision"})
+    workspace_mb: int = field(default=4096, metadata={"help": "tensorrt workspace limit"})
+    batch: str = field(default="1", metadata={"help": "tensorrt optimization-profile batch sizes, e.g. 1,8"})
+    timing_cache: str | None = field(default=None, metadata={"help": "tensorrt timing cache file, reused across builds"})
+
+    def batch_sizes(self) -> tuple[int, ...]:
+        try:
+            sizes = tuple(int(b) for b in self.batch.split(",") if b.strip())
+        except ValueError:
+            sizes = ()
+        if not sizes or min(sizes) < 1:
+            raise ValueError(f"batch must be positive batch sizes separated by commas, e.g. 1,8, not {self.batch!r}")
+        return sizes
+
+    def __post_init__(self) -> None:
+        self.batch_sizes()
+        if self.workspace_mb < 1:
+            raise ValueError(f"workspace_mb must be at least 1, not {self.workspace_mb}")
+
+
+@register_backend("tensorrt")
+class TensorRtBackend(Backend):
+    """NVIDIA TensorRT engines (explicit INT8 from Q/DQ graphs, FP16); the readiness check runs on CPU."""
+
+    Options = TensorRtOptions
+    extra = "tensorrt"
+    artifact_suffixes = (".engine",)
+
+    def compile(self, model, output: Path, options: TensorRtOptions) -> Path:
+        return compile_model(model, output, precision=options.precision, workspace_mb=options.workspace_mb,
+                             batch_sizes=options.batch_sizes(),
+                             timing_cache=Path(options.timing_cache) if options.timing_cache else None)
+
+    def load_runner(self, path: Path, *, threads: int = 0) -> TrtRunner:
+        return load_runner(path)
+
+    def is_artifact(self, path: Path) -> bool:
+        return is_engine(path)
 
 
 __all__ = [

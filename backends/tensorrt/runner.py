@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 import numpy as np
 
-from yolograph.backends.benchmark import LatencyStats, measure
+from yolograph.runtime.feeds import as_feed
+from yolograph.runtime.timing import LatencyStats, measure
 from yolograph.backends.tensorrt.runtime import attach_context, check, require_gpu
 from yolograph.backends.tensorrt.sidecar import EngineSidecar, read_sidecar
 from yolograph.errors import BackendError, DataError
@@ -93,11 +94,7 @@ class TrtRunner:
         return self._bound[batch]
 
     def run(self, feed: Mapping[str, np.ndarray] | np.ndarray) -> list[np.ndarray]:
-        if isinstance(feed, np.ndarray):
-            feed = {self.input_names[0]: feed}
-        missing = set(self.input_names) - set(feed)
-        if missing:
-            raise DataError(f"Missing engine inputs {sorted(missing)}; the engine takes {self.input_names}.")
+        feed = as_feed(feed, self.input_names)
         batch = int(np.asarray(feed[self.input_names[0]]).shape[0])
         bound = self._bindings(batch)
         cudart, kind = self.cudart, self.cudart.cudaMemcpyKind

@@ -9,8 +9,11 @@ Importing this package does not import TVM; a missing TVM raises BackendError wh
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
+
+from yolograph.runtime.backend import Backend, register_backend
 
 if TYPE_CHECKING:
     from yolograph.backends.tvm.runner import TvmRunner
@@ -51,3 +54,42 @@ def is_artifact(path: Path) -> bool:
     from yolograph.backends.tvm.runner import is_artifact as _is
 
     return _is(Path(path))
+
+
+@dataclass(frozen=True)
+class TvmOptions:
+    target: str | None = field(default=None, metadata={
+        "help": "tvm: 'llvm -mcpu=... -num-cores=N' or 'cuda -arch=sm_90' (default: this CPU)"})
+    tune_trials: int = field(default=0, metadata={
+        "help": "tvm: tune: measure the analytic CPU schedules, then N MetaSchedule trials on the remaining "
+                "kernels (0: no tuning; untuned CPU kernels get the analytic schedules)"})
+    tune_seconds: float | None = field(default=None, metadata={"help": "tvm: tuning time budget in seconds"})
+    tuning_db: str | None = field(default=None, metadata={"help": "tvm: tuning database folder, reused across compiles"})
+    rpc: str | None = field(default=None, metadata={
+        "help": "tvm: measure on remote devices through an RPC tracker host:port:key"})
+    layout: Literal["NCHW", "NHWC"] | None = field(default=None, metadata={
+        "help": "tvm: conv2d layout to compile (default NHWC on CPU)"})
+
+    def __post_init__(self) -> None:
+        if self.tune_trials < 0:
+            raise ValueError(f"tune_trials must be 0 or more, not {self.tune_trials}")
+
+
+@register_backend("tvm")
+class TvmBackend(Backend):
+    """Apache TVM (Relax): analytic CPU schedules, MetaSchedule tuning, integer conv2d, CUDA targets."""
+
+    Options = TvmOptions
+    extra = "tvm"
+
+    def compile(self, model: Model, output: Path, options: TvmOptions) -> Path:
+        return compile_model(model, output, target=options.target, tune_trials=options.tune_trials,
+                             tune_seconds=options.tune_seconds,
+                             tuning_db=Path(options.tuning_db) if options.tuning_db else None,
+                             rpc=options.rpc, layout=options.layout)
+
+    def load_runner(self, path: Path, *, threads: int = 0) -> TvmRunner:
+        return load_runner(path, threads=threads or None)
+
+    def is_artifact(self, path: Path) -> bool:
+        return is_artifact(path)

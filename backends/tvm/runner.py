@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from yolograph.backends.benchmark import LatencyStats, measure
+from yolograph.runtime.feeds import as_feed
+from yolograph.runtime.timing import LatencyStats, measure
 from yolograph.backends.tvm.compile import ARTIFACT_FORMAT, sidecar_path
 from yolograph.backends.tvm.target import import_tvm
 from yolograph.errors import BackendError, DataError
@@ -83,11 +84,7 @@ class TvmRunner:
     def _arguments(self, feed: Mapping[str, np.ndarray] | np.ndarray) -> list:
         import tvm
 
-        if isinstance(feed, np.ndarray):
-            feed = {self.input_names[0]: feed}
-        missing = set(self.input_names) - set(feed)
-        if missing:
-            raise DataError(f"Missing model inputs {sorted(missing)}; the model takes {self.input_names}.")
+        feed = as_feed(feed, self.input_names)
         arguments = []
         for info in self.inputs:
             array = np.asarray(feed[info["name"]])

@@ -29,7 +29,7 @@ from yolograph.progress import track
 
 def _runner_with_outputs(model: Model, names: Sequence[str]):
     """An ORT session of `model` that also returns the tensors `names`."""
-    from yolograph.backends.ort import OrtOptions, OrtRunner
+    from yolograph.runtime import OrtOptions, OrtRunner
 
     proto = model.to_onnx()
     present = {o.name for o in proto.graph.output}
@@ -147,7 +147,7 @@ class LevelRunner:
     def _run_segment(self, segment: set[str], targets: Sequence[str]) -> None:
         import onnx_graphsurgeon as gs
 
-        from yolograph.backends.ort import OrtOptions, OrtRunner
+        from yolograph.runtime import OrtOptions, OrtRunner
 
         after = self.done | segment
         nodes = {n.name: n for n in self.model.graph.nodes}

@@ -38,7 +38,7 @@ def require_labels(data: str, images: str) -> None:
 
 def labelled_map(model: Model, data: str, images: str, threads: int = 2) -> float:
     """mAP50-95 of `model` on ONNX Runtime over the labelled images `images` (a range such as "0:32")."""
-    from yolograph.backends.ort import OrtOptions, OrtRunner
+    from yolograph.runtime import OrtOptions, OrtRunner
     from yolograph.evaluation import evaluate
 
     return evaluate(OrtRunner(model, OrtOptions(threads=threads)).predict, data, images=images).map50_95

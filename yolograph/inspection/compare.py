@@ -50,7 +50,7 @@ class Comparison:
 def compare_models(before: Model, after: Model, *, bench_runs: int = 0, threads: int = 0,
                    data: str | Path | None = None, images: str | None = None) -> Comparison:
     """Latency (median over `bench_runs`) and mAP50-95 on `data` of both models on ONNX Runtime."""
-    from yolograph.backends.ort import OrtOptions, OrtRunner
+    from yolograph.runtime import OrtOptions, OrtRunner
 
     runners = [OrtRunner(m, OrtOptions(threads=threads)) for m in (before, after)]
     values: dict[str, Any] = {}

@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from yolograph.errors import PipelineError
+from yolograph.plugins import load_plugins
 from yolograph.ir.model import Model
 
 
@@ -250,7 +251,7 @@ def _function_pass(name, function, options, contract, requires, establishes, rem
 
 def registered_passes() -> dict[str, type[Pass]]:
     """Name -> pass class for every registered pass (built-in passes are imported first)."""
-    import yolograph.passes  # noqa: F401  (registers the built-in passes)
+    load_plugins("yolograph.passes")
 
     return dict(sorted(_REGISTRY.items()))
 

@@ -54,7 +54,7 @@ def output_groups(model: Model, outputs: list[np.ndarray]) -> list[np.ndarray]:
 
 def run_groups(model: Model, feeds: Sequence[Feed]) -> list[np.ndarray]:
     """Output groups of `model` over all feeds, concatenated per group."""
-    from yolograph.backends.ort import OrtRunner
+    from yolograph.runtime import OrtRunner
 
     runner = OrtRunner(model)
     per_feed = [output_groups(model, runner.run(feed)) for feed in feeds]

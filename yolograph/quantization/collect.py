@@ -28,7 +28,7 @@ def stream_tensors(model: Model, tensor_names: list[str], inputs: Iterable[np.nd
 
     Returns the number of inputs. Raises DataError when there are none.
     """
-    from yolograph.backends.ort import OrtOptions, OrtRunner
+    from yolograph.runtime import OrtOptions, OrtRunner
     from yolograph.layout.io import input_from_nchw
 
     runner = OrtRunner(model, OrtOptions(threads=threads))

@@ -202,7 +202,7 @@ def _fake_quantize(graph: gs.Graph, tensor: gs.Variable, scale: gs.Constant, zer
 
 
 def _run(model: Model, inputs: Sequence[np.ndarray], names: Sequence[str] | None = None) -> list[list[np.ndarray]]:
-    from yolograph.backends.ort import OrtOptions, OrtRunner
+    from yolograph.runtime import OrtOptions, OrtRunner
 
     runner = OrtRunner(model, OrtOptions(threads=2))
     wanted = list(names) if names else runner.output_names
@@ -266,7 +266,7 @@ def run_sensitivity(
     """
     from yolograph.pipeline import run_pipeline
     from yolograph.quantization import default_int8_pipeline
-    from yolograph.quantization.calibration_data import load_calibration_tensors
+    from yolograph.evaluation.calibration_data import load_calibration_tensors
 
     pipeline = pipeline or default_int8_pipeline(str(data))
     float_part, qdq_part, calibrate_part = split_pipeline(pipeline.replace("IMAGES", str(data)))
@@ -284,7 +284,7 @@ def run_sensitivity(
     full = group_sqnr(float_model, _run(float_model, inputs), _run(quantized, inputs))
     report = SensitivityReport(rows, float(min(full)), images=images, pipeline=pipeline)
     if map_images:
-        from yolograph.backends.ort import OrtOptions, OrtRunner
+        from yolograph.runtime import OrtOptions, OrtRunner
         from yolograph.evaluation import evaluate
 
         def score(m: Model) -> float:

@@ -1,9 +1,9 @@
-"""Latency measurement shared by every backend: warm-up, N timed runs, median and p90.
+"""Latency measurement shared by every runner: warm-up, N timed runs, median and p90.
 
 Comparing models: `interleaved_times` alternates callables in one process (fair under a varying
 load, but ONNX Runtime and TVM thread pools keep spinning after a run and slow whatever runs next);
 `isolated_times` times each model alone in a fresh process per turn (python -m
-yolograph.backends.benchmark), which is what the published speed ratios use.
+yolograph.runtime.timing), which is what the published speed ratios use.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def isolated_times(models: dict[str, tuple[str, Path]], *, rounds: int, runs: in
         out = Path(temp) / "times.json"
         for _ in track(range(rounds), "isolated latency"):
             for name, (backend, path) in models.items():
-                subprocess.run([sys.executable, "-m", "yolograph.backends.benchmark", backend, str(path),
+                subprocess.run([sys.executable, "-m", "yolograph.runtime.timing", backend, str(path),
                                 "--runs", str(runs), "--warmup", str(warmup), "--threads", str(threads),
                                 "--out", str(out)], check=True)
                 times[name].extend(json.loads(out.read_text()))
@@ -122,24 +122,20 @@ def isolated_times(models: dict[str, tuple[str, Path]], *, rounds: int, runs: in
 def _time_one_model(argv: list[str] | None = None) -> int:
     """The isolated process: load one model, warm up, write the timed runs (ms) as a JSON list."""
     parser = argparse.ArgumentParser(description="time one model alone (used by isolated_times)")
-    parser.add_argument("backend", choices=["ort", "tvm"])
+    parser.add_argument("backend")
     parser.add_argument("path", type=Path)
     parser.add_argument("--runs", type=int, required=True)
     parser.add_argument("--warmup", type=int, default=ISOLATED_WARMUP)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    if args.backend == "ort":
-        from yolograph.backends.ort import OrtOptions, OrtRunner, random_feed
+    from yolograph.runtime.backend import get_backend
+    from yolograph.runtime.feeds import InputSpec, random_feed
 
-        runner = OrtRunner(str(args.path), OrtOptions(threads=args.threads))  # any ONNX ORT runs, as is
-        feed = random_feed(runner.inputs)
-    else:
-        from yolograph.backends.tvm import load_runner
-
-        runner = load_runner(args.path)
-        rng = np.random.default_rng(0)
-        feed = {i["name"]: rng.random(i["shape"]).astype(i["dtype"]) for i in runner.inputs}
+    runner = get_backend(args.backend).load_runner(args.path, threads=args.threads)  # any artifact, as is
+    specs = getattr(runner, "input_specs", None) or [InputSpec(i["name"], tuple(i["shape"]), i["dtype"])
+                                                      for i in runner.inputs]
+    feed = random_feed(specs)
     for _ in range(args.warmup):
         runner.run(feed)
     times = []

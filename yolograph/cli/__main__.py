@@ -1,0 +1,5 @@
+import sys
+
+from yolograph.cli import main
+
+sys.exit(main())

@@ -1,0 +1,79 @@
+"""The compile command: run a pass pipeline, write ONNX or a backend artifact, show what it cost."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from yolograph.cli.common import MODEL_HELP, add_backend_flags, backend_values, print_json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from yolograph.runtime.backend import registered_backends
+
+    p = sub.add_parser("compile", help="run a pass pipeline and write the result (ONNX or a backend artifact)")
+    p.add_argument("model", nargs="?", help=MODEL_HELP)
+    p.add_argument("-p", "--pipeline", required=True, help="e.g. 'fold-bn,cleanup,insert-qdq{profile=trt}'")
+    p.add_argument("-o", "--output", required=True, help="output .onnx (ort) or backend artifact path")
+    p.add_argument("--verify", action="store_true", help="check every pass's contract against ONNX Runtime")
+    p.add_argument("--verify-input", action="append", default=[], metavar="NPY",
+                   help="extra .npy input tensor for --verify (repeatable)")
+    p.add_argument("--report", help="write the per-pass report as JSON")
+    p.add_argument("--dump-dir", help="write the model after each pass into this folder")
+    p.add_argument("--backend", default="ort", choices=sorted(registered_backends()))
+    p.add_argument("--bench", type=int, default=0, metavar="N",
+                   help="time N runs of the input and the output model side by side (ort)")
+    p.add_argument("--eval-data", help="also score mAP50-95 of the input and output model on this dataset (ort)")
+    p.add_argument("--eval-images", help="index range A:B of --eval-data images, e.g. 32:128")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_backend_flags(p)
+    p.set_defaults(handler=cmd_compile)
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from yolograph.errors import DataError
+    from yolograph.frontends import load_model
+    from yolograph.inspection.summary import format_summary, summarize
+    from yolograph.ir.serialization import write_bytes_atomic
+    from yolograph.pipeline import PassManager
+    from yolograph.runtime.backend import backend_options, compile_for_backend
+
+    manager = PassManager(args.pipeline, verify=args.verify, dump_dir=args.dump_dir)  # parse before loading
+    options = backend_options(args.backend, backend_values(args))
+    model = load_model(args.model)
+    verify_inputs = []
+    for path in args.verify_input:
+        try:
+            array = np.load(path)
+        except (OSError, ValueError) as exc:
+            raise DataError(f"Cannot read verification input {path}: {exc}.") from exc
+        verify_inputs.append({model.inputs[0].name: array.astype(model.inputs[0].dtype)})
+    manager.verify_inputs = verify_inputs
+    result, report = manager.run(model)
+    artifact = compile_for_backend(args.backend, result, Path(args.output), options)
+    summary = summarize(result)
+    output: dict[str, Any] = {"output": str(artifact), "backend": args.backend, "summary": summary,
+                              "report": report.to_json()}
+    comparison = None
+    if args.bench or args.eval_data:
+        from yolograph.inspection.compare import compare_models
+
+        comparison = compare_models(model, result, bench_runs=args.bench, data=args.eval_data,
+                                    images=args.eval_images)
+        output["comparison"] = comparison.to_json()
+    if args.report:
+        write_bytes_atomic(args.report, json.dumps(report.to_json(), indent=2, default=str).encode())
+    if args.json:
+        print_json(output)
+        return 0
+    print(report.table())
+    print()
+    print(format_summary(summary))
+    for line in comparison.lines() if comparison else []:
+        print(line)
+    print(f"wrote    {artifact}")
+    return 0

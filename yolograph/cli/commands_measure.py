@@ -1,0 +1,79 @@
+"""Commands that measure models: eval (mAP), bench (latency), sensitivity (per-layer quantization error)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from yolograph.cli.common import MODEL_HELP, print_json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from yolograph.runtime.backend import registered_backends
+
+    p = sub.add_parser("eval", help="mAP50-95 and mAP50 on a YOLO-format dataset")
+    p.add_argument("model", help=MODEL_HELP + ", or a compiled backend artifact")
+    p.add_argument("--data", required=True, help="dataset root, images folder or ultralytics dataset yaml")
+    p.add_argument("--images", help="index range A:B of the sorted images, e.g. 32:128")
+    p.add_argument("--threads", type=int, default=0, help="threads (0: the runtime's default)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_eval)
+
+    p = sub.add_parser("bench", help="latency: warm-up, N runs, median and p90")
+    p.add_argument("model", nargs="?", help=MODEL_HELP + ", or a compiled backend artifact")
+    p.add_argument("--backend", default=None, choices=sorted(registered_backends()),
+                   help="default: from the file (a compiled artifact: its backend, else ort)")
+    p.add_argument("--runs", type=int, default=50)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--threads", type=int, default=0, help="threads (0: the runtime's default)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_bench)
+
+    p = sub.add_parser("sensitivity", help="per-layer quantization error (SQNR) table and plot")
+    p.add_argument("model", nargs="?", help=MODEL_HELP)
+    p.add_argument("--data", required=True, help="calibration/evaluation images (dataset root or folder)")
+    p.add_argument("--images", default="0:8", help="index range of images to use (default 0:8)")
+    p.add_argument("--plot", help="write a PNG plot of per-layer SQNR here")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_sensitivity)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from yolograph.evaluation import evaluate, open_dataset, parse_index_range
+    from yolograph.runtime.backend import open_runner
+
+    runner, imgsz = open_runner(args.model, threads=args.threads)
+    dataset = open_dataset(args.data)
+    result = evaluate(runner.predict, dataset, imgsz=imgsz, images=parse_index_range(args.images))
+    if args.json:
+        print_json(result.to_json())
+    else:
+        print(f"mAP50-95 {result.map50_95:.4f}  mAP50 {result.map50:.4f}  images {result.images}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from yolograph.runtime.backend import open_runner
+
+    runner, _ = open_runner(args.model, threads=args.threads, backend=args.backend)
+    stats = runner.benchmark(runs=args.runs, warmup=args.warmup)
+    if args.json:
+        print_json(stats.to_json())
+    else:
+        print(stats)
+    return 0
+
+
+def cmd_sensitivity(args: argparse.Namespace) -> int:
+    from yolograph.frontends import load_model
+    from yolograph.quantization.sensitivity import run_sensitivity
+
+    report = run_sensitivity(load_model(args.model), args.data, images=args.images,
+                             plot=Path(args.plot) if args.plot else None)
+    if args.json:
+        print_json(report.to_json())
+    else:
+        print(report.table())
+        if args.plot:
+            print(f"wrote    {args.plot}")
+    return 0

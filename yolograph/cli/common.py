@@ -1,0 +1,71 @@
+"""What several commands share: JSON printing, the model argument, backend flags from backend options."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import typing
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+MODEL_HELP = "an .onnx or .pt file, or a built-in name (yolov8n ... yolov8x); default: built-in yolov8n"
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def add_backend_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per field of every registered backend's Options (a name several backends share is one flag).
+
+    Defaults are None so each backend keeps its own default for what the user did not give.
+    """
+    from yolograph.runtime.backend import option_fields
+
+    seen: dict[str, list[str]] = {}
+    helps: dict[str, str] = {}
+    kinds: dict[str, tuple[type, list[str] | None]] = {}
+    for backend, field, cls in option_fields():
+        seen.setdefault(field.name, []).append(backend)
+        helps.setdefault(field.name, field.metadata.get("help", f"{backend} option"))
+        kind, choices = _argument_type(get_type_hints(cls.Options)[field.name])
+        previous = kinds.get(field.name)
+        if previous and previous[1] is not None and choices is not None:
+            choices = sorted(set(previous[1]) | set(choices), key=str)
+        elif previous:
+            choices = None if previous[1] is None or choices is None else choices
+        kinds[field.name] = (kind, choices)
+    group = parser.add_argument_group("backend options")
+    for name, backends in seen.items():
+        kind, choices = kinds[name]
+        help_text = helps[name] if len(backends) == 1 else f"{helps[name]} ({', '.join(backends)})"
+        group.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, choices=choices, default=None,
+                           help=help_text)
+
+
+def backend_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The parsed backend flags, for yolograph.runtime.backend.backend_options."""
+    from yolograph.runtime.backend import option_fields
+
+    return {field.name: getattr(args, field.name, None) for _, field, _ in option_fields()}
+
+
+def _argument_type(hint: Any) -> tuple[type, list[str] | None]:
+    """argparse type and choices for an options field's type hint (X | None is X; Literal gives choices)."""
+    if get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType", ())):
+        hint = next(a for a in get_args(hint) if a is not type(None))
+    if get_origin(hint) is Literal:
+        values = list(get_args(hint))
+        return type(values[0]), values
+    if hint is bool:
+        return parse_bool, None
+    if hint in (int, float, str):
+        return hint, None
+    return str, None
+
+
+def parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
