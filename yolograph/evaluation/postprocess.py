@@ -58,14 +58,41 @@ def check_raw_output(output: np.ndarray) -> np.ndarray:
 def decode_candidates(output: np.ndarray, conf: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The xyxy boxes (input pixels), best-class scores and classes of the anchors scoring ``> conf``."""
     prediction = check_raw_output(output)
-    class_scores = prediction[4:]
+    anchors, boxes, scores, classes = _candidates(prediction, prediction.shape[0] - 4, conf)
+    return boxes, scores, classes
+
+
+def _candidates(prediction: np.ndarray, num_classes: int, conf: float
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Anchor indices, xyxy boxes, best-class scores and classes of the anchors scoring ``> conf``.
+
+    `prediction` is ``[4 + num_classes + extra, A]``; rows after the class scores are ignored here.
+    """
+    class_scores = prediction[4 : 4 + num_classes]
     classes = class_scores.argmax(axis=0)
     scores = class_scores[classes, np.arange(class_scores.shape[1])]
     keep = scores > conf
     cx, cy, w, h = prediction[:4, keep]
     half_w, half_h = w / 2, h / 2
     boxes = np.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], axis=1)
-    return boxes, scores[keep], classes[keep].astype(np.int64)
+    return np.flatnonzero(keep), boxes, scores[keep], classes[keep].astype(np.int64)
+
+
+def select_anchors(prediction: np.ndarray, num_classes: int, conf: float = 0.001, iou: float = 0.7,
+                   max_det: int = 300) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Steps 1-3 of the module doc on a ``[4 + num_classes + extra, A]`` prediction.
+
+    Returns the kept anchors' indices (so a task's extra rows can be gathered), their xyxy boxes in
+    input pixels, scores and classes, highest score first.
+    """
+    anchors, boxes, scores, classes = _candidates(prediction, num_classes, conf)
+    if len(scores) == 0:
+        return anchors, boxes, scores, classes
+    order = np.argsort(-scores, kind="stable")[:MAX_NMS]
+    anchors, boxes, scores, classes = anchors[order], boxes[order], scores[order], classes[order]
+    offset_boxes = boxes + (classes.astype(np.float32) * np.float32(MAX_WH))[:, None]
+    keep = nms(offset_boxes, scores, iou, max_keep=max_det)
+    return anchors[keep], boxes[keep], scores[keep], classes[keep]
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou: float, max_keep: int | None = None) -> np.ndarray:
@@ -116,11 +143,8 @@ def postprocess(
     max_det: int = 300,
 ) -> Detections:
     """Raw ``[1, 4 + nc, A]`` output of one image -> its detections on the original image (see module doc)."""
-    boxes, scores, classes = decode_candidates(output, conf)
+    prediction = check_raw_output(output)
+    _, boxes, scores, classes = select_anchors(prediction, prediction.shape[0] - 4, conf, iou, max_det)
     if len(scores) == 0:
         return Detections.empty()
-    order = np.argsort(-scores, kind="stable")[:MAX_NMS]
-    boxes, scores, classes = boxes[order], scores[order], classes[order]
-    offset_boxes = boxes + (classes.astype(np.float32) * np.float32(MAX_WH))[:, None]
-    keep = nms(offset_boxes, scores, iou, max_keep=max_det)
-    return Detections(scale_boxes_to_original(boxes[keep], geometry), scores[keep], classes[keep])
+    return Detections(scale_boxes_to_original(boxes, geometry), scores, classes)
