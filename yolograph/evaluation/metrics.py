@@ -16,7 +16,7 @@ The test suite checks agreement with pycocotools on real detections (``tests/tes
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -121,40 +121,65 @@ def coco_map(
     """COCO mAP50-95 / mAP50 / mAP75 of `detections` against `ground_truths` (one entry per image, same order)."""
     if len(ground_truths) != len(detections):
         raise ValueError("ground_truths and detections must have one entry per image")
-    classes = np.unique(np.concatenate([g.classes for g in ground_truths])) if ground_truths else np.zeros(0)
-    if classes.size == 0:
-        raise DataError("The evaluated images have no ground-truth boxes, so mAP is undefined; evaluate on labelled images.")
-    per_class = [_class_precision(int(c), ground_truths, detections, max_dets) for c in classes]
-    precision = np.stack(per_class, axis=1)  # [T, K, R]
-    index_50 = int(np.argmax(IOU_THRESHOLDS == 0.5))
-    index_75 = int(np.argmax(IOU_THRESHOLDS == 0.75))
-    return CocoStats(
-        map50_95=float(precision.mean()),
-        map50=float(precision[index_50].mean()),
-        map75=float(precision[index_75].mean()),
-    )
-
-
-def _class_precision(
-    cls: int, ground_truths: Sequence[GroundTruth], detections: Sequence[Detections], max_dets: int
-) -> np.ndarray:
-    scores: list[np.ndarray] = []
-    matches: list[np.ndarray] = []
-    num_truths = 0
+    accumulator = ApAccumulator(max_dets)
     for truth, dets in zip(ground_truths, detections):
-        truth_boxes = truth.boxes[truth.classes == cls]
-        of_class = np.asarray(dets.classes) == cls
-        det_scores = np.asarray(dets.scores, dtype=np.float64)[of_class]
-        order = np.argsort(-det_scores, kind="mergesort")[:max_dets]
-        det_boxes = np.asarray(dets.boxes)[of_class][order]
-        num_truths += len(truth_boxes)
-        if len(order) == 0:
-            continue
-        ious = coco_box_iou(xyxy_to_xywh(det_boxes), xyxy_to_xywh(truth_boxes))
-        scores.append(det_scores[order])
-        matches.append(match_detections(ious))
-    if not scores:
-        return np.zeros((len(IOU_THRESHOLDS), len(RECALL_THRESHOLDS)))
-    all_scores = np.concatenate(scores)
-    order = np.argsort(-all_scores, kind="mergesort")
-    return interpolated_precision(np.concatenate(matches, axis=1)[:, order], num_truths)
+        accumulator.add_image(np.asarray(dets.classes), np.asarray(dets.scores), truth.classes,
+                              lambda d, g, dets=dets, truth=truth: coco_box_iou(
+                                  xyxy_to_xywh(np.asarray(dets.boxes)[d]), xyxy_to_xywh(truth.boxes[g])))
+    return accumulator.result()
+
+
+Similarity = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+class ApAccumulator:
+    """COCO AP built one image at a time, for any similarity (box IoU, mask IoU, OKS, rotated IoU).
+
+    Per image and class the detections are sorted by score, cut to `max_dets` and matched greedily
+    (`match_detections`); only the scores and ``[T, D]`` matches are kept, so masks never pile up.
+    `result` is exactly what `coco_map` computes when the similarity is COCO's box IoU.
+    """
+
+    def __init__(self, max_dets: int = MAX_DETS) -> None:
+        self.max_dets = max_dets
+        self._scores: dict[int, list[np.ndarray]] = {}
+        self._matches: dict[int, list[np.ndarray]] = {}
+        self._truths: dict[int, int] = {}
+
+    def add_image(self, det_classes: np.ndarray, det_scores: np.ndarray, truth_classes: np.ndarray,
+                  similarity: Similarity) -> None:
+        """One image: `similarity(det_indices, truth_indices)` gives the ``[D, G]`` overlaps of a subset."""
+        det_classes, truth_classes = np.asarray(det_classes), np.asarray(truth_classes)
+        det_scores = np.asarray(det_scores, dtype=np.float64)
+        for cls in np.unique(np.concatenate([det_classes, truth_classes]).astype(np.int64)):
+            truths = np.flatnonzero(truth_classes == cls)
+            self._truths[int(cls)] = self._truths.get(int(cls), 0) + len(truths)
+            dets = np.flatnonzero(det_classes == cls)
+            dets = dets[np.argsort(-det_scores[dets], kind="mergesort")[: self.max_dets]]
+            if len(dets) == 0:
+                continue
+            ious = similarity(dets, truths) if len(truths) else np.zeros((len(dets), 0))
+            self._scores.setdefault(int(cls), []).append(det_scores[dets])
+            self._matches.setdefault(int(cls), []).append(match_detections(np.asarray(ious, dtype=np.float64)))
+
+    def result(self) -> CocoStats:
+        classes = sorted(c for c, n in self._truths.items() if n > 0)
+        if not classes:
+            raise DataError("The evaluated images have no ground-truth objects, so mAP is undefined; "
+                            "evaluate on labelled images (or a reference model that finds objects in them).")
+        per_class = [self._class_precision(c) for c in classes]
+        precision = np.stack(per_class, axis=1)  # [T, K, R]
+        index_50 = int(np.argmax(IOU_THRESHOLDS == 0.5))
+        index_75 = int(np.argmax(IOU_THRESHOLDS == 0.75))
+        return CocoStats(
+            map50_95=float(precision.mean()),
+            map50=float(precision[index_50].mean()),
+            map75=float(precision[index_75].mean()),
+        )
+
+    def _class_precision(self, cls: int) -> np.ndarray:
+        if cls not in self._scores:
+            return np.zeros((len(IOU_THRESHOLDS), len(RECALL_THRESHOLDS)))
+        all_scores = np.concatenate(self._scores[cls])
+        order = np.argsort(-all_scores, kind="mergesort")
+        return interpolated_precision(np.concatenate(self._matches[cls], axis=1)[:, order], self._truths[cls])
