@@ -31,5 +31,9 @@ class DataError(YoloGraphError):
     """A dataset, calibration set or input tensor is empty, unreadable or of the wrong shape."""
 
 
+class OutputError(YoloGraphError):
+    """An output path cannot be written (an existing folder, a read-only place, the input model)."""
+
+
 class BackendError(YoloGraphError):
     """A backend is unavailable on this machine or failed to compile or run a model."""

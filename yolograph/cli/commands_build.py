@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from yolograph.cli.common import MODEL_HELP, add_backend_flags, backend_values, print_json
+from yolograph.cli.common import MODEL_HELP, add_backend_flags, backend_values, check_outputs, non_negative_int, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--report", help="write the per-pass report as JSON")
     p.add_argument("--dump-dir", help="write the model after each pass into this folder")
     p.add_argument("--backend", default="ort", choices=sorted(registered_backends()))
-    p.add_argument("--bench", type=int, default=0, metavar="N",
+    p.add_argument("--bench", type=non_negative_int, default=0, metavar="N",
                    help="time N runs of the input and the output model side by side (ort)")
     p.add_argument("--eval-data", help="also score mAP50-95 of the input and output model on this dataset (ort)")
     p.add_argument("--eval-images", help="index range A:B of --eval-data images, e.g. 32:128")
@@ -42,6 +42,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from yolograph.pipeline import PassManager
     from yolograph.runtime.backend import backend_options, compile_for_backend
 
+    check_outputs({"output (-o)": args.output, "--report file": args.report}, {"--dump-dir folder": args.dump_dir},
+                  inputs=(args.model,))
     manager = PassManager(args.pipeline, verify=args.verify, dump_dir=args.dump_dir)  # parse before loading
     options = backend_options(args.backend, backend_values(args))
     model = load_model(args.model)

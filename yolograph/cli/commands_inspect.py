@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 from typing import get_type_hints
 
-from yolograph.cli.common import MODEL_HELP, print_json
+from yolograph.cli.common import MODEL_HELP, check_outputs, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -84,6 +84,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     from yolograph.frontends import load_model
     from yolograph.inspection.diff import diff_models, format_diff, write_channel_plot
 
+    check_outputs({"--plot file": args.plot}, inputs=(args.before, args.after))
     diff = diff_models(load_model(args.before), load_model(args.after))
     if args.plot:
         write_channel_plot(diff, args.plot)

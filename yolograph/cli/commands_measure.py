@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from yolograph.cli.common import MODEL_HELP, print_json
+from yolograph.cli.common import MODEL_HELP, check_outputs, non_negative_int, positive_int, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help=MODEL_HELP + ", or a compiled backend artifact")
     p.add_argument("--data", required=True, help="dataset root, images folder or ultralytics dataset yaml")
     p.add_argument("--images", help="index range A:B of the sorted images, e.g. 32:128")
-    p.add_argument("--threads", type=int, default=0, help="threads (0: the runtime's default)")
+    p.add_argument("--threads", type=non_negative_int, default=0, help="threads (0: the runtime's default)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_eval)
 
@@ -23,9 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", nargs="?", help=MODEL_HELP + ", or a compiled backend artifact")
     p.add_argument("--backend", default=None, choices=sorted(registered_backends()),
                    help="default: from the file (a compiled artifact: its backend, else ort)")
-    p.add_argument("--runs", type=int, default=50)
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--threads", type=int, default=0, help="threads (0: the runtime's default)")
+    p.add_argument("--runs", type=positive_int, default=50)
+    p.add_argument("--warmup", type=non_negative_int, default=5)
+    p.add_argument("--threads", type=non_negative_int, default=0, help="threads (0: the runtime's default)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_bench)
 
@@ -68,6 +68,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     from yolograph.frontends import load_model
     from yolograph.quantization.sensitivity import run_sensitivity
 
+    check_outputs({"--plot file": args.plot}, inputs=(args.model,))
     report = run_sensitivity(load_model(args.model), args.data, images=args.images,
                              plot=Path(args.plot) if args.plot else None)
     if args.json:

@@ -69,3 +69,50 @@ def parse_bool(text: str) -> bool:
     if text.lower() in ("0", "false", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a count of runs or images)."""
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0 (0 meaning none or the default)."""
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+
+
+def check_outputs(files: dict[str, str | None], folders: dict[str, str | None] | None = None,
+                  inputs: tuple[str | None, ...] = ()) -> None:
+    """Check every output path a command will write before it does any work (OutputError on the first bad one).
+
+    A command that fails on its last write after minutes of work has wasted them; one that fails on its
+    second write has left the first behind. Keys say what the path is for ('--report file'); an output
+    that is one of `inputs` (the model files read) is refused too.
+    """
+    from pathlib import Path
+
+    from yolograph.errors import OutputError
+    from yolograph.ir.serialization import check_output_folder, check_output_path
+
+    read = {Path(p).resolve() for p in inputs if p and Path(p).exists()}
+    for what, path in files.items():
+        if path:
+            check_output_path(path, what)
+            if Path(path).resolve() in read:
+                raise OutputError(f"The {what} {path} is the input model; choose another path (the input is never modified).")
+    for what, path in (folders or {}).items():
+        if path:
+            check_output_folder(path, what)
