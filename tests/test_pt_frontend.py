@@ -289,37 +289,46 @@ def patched_fixture(tmp_path: Path, *swaps: tuple[bytes, bytes]) -> Path:
 
 
 @needs_fixtures
-def test_yolo11_modules_are_named_as_unsupported(tmp_path):
+def test_unknown_blocks_are_named_as_unsupported(tmp_path):
     from yolograph.frontends.pt import load_checkpoint_model
 
-    path = patched_fixture(tmp_path, (b"ultralytics.nn.modules.block\nC2f\n", b"ultralytics.nn.modules.block\nC3k2\n"))
-    with pytest.raises(ModelError, match=r"^unsupported: C3k2\."):
+    # C2fCIB is a real ultralytics block (YOLOv10) that yolograph does not lower.
+    path = patched_fixture(tmp_path, (b"ultralytics.nn.modules.block\nC2f\n", b"ultralytics.nn.modules.block\nC2fCIB\n"))
+    with pytest.raises(ModelError, match=r"^unsupported: C2fCIB\. yolograph lowers .*C3k2.* with a Detect, ") as error:
         load_checkpoint_model(path)
+    assert "\n" not in str(error.value)
 
 
 @needs_fixtures
-def test_segmentation_checkpoint_is_named_as_unsupported(tmp_path):
+def test_unknown_heads_and_inconsistent_tasks_are_refused(tmp_path):
     from yolograph.frontends.pt import load_checkpoint_model
 
-    path = patched_fixture(
+    head = patched_fixture(tmp_path, (b"ultralytics.nn.modules.head\nDetect\n", b"ultralytics.nn.modules.head\nRTDETRDecoder\n"))
+    with pytest.raises(ModelError, match=r"^unsupported: RTDETRDecoder\. "):
+        load_checkpoint_model(head)
+    # A detect checkpoint relabelled as segmentation: the task and the head disagree.
+    relabelled = patched_fixture(
         tmp_path,
         (b"ultralytics.nn.tasks\nDetectionModel\n", b"ultralytics.nn.tasks\nSegmentationModel\n"),
         (b"ultralytics.nn.modules.head\nDetect\n", b"ultralytics.nn.modules.head\nSegment\n"),
     )
-    with pytest.raises(ModelError, match=r"^unsupported: Segment, SegmentationModel\."):
-        load_checkpoint_model(path)
+    with pytest.raises(ModelError, match=r"^unsupported: task 'detect' with a Segment head"):
+        load_checkpoint_model(relabelled)
+    task = patched_fixture(tmp_path, (op_str("detect"), op_str("pose")))
+    with pytest.raises(ModelError, match=r"^unsupported: task 'pose' with a Detect head"):
+        load_checkpoint_model(task)
 
 
 @needs_fixtures
-def test_other_task_and_bn_eps_are_refused(tmp_path):
+def test_a_non_stock_bn_eps_is_lowered_with_that_eps(tmp_path):
     from yolograph.frontends.pt import load_checkpoint_model
 
-    task = patched_fixture(tmp_path, (op_str("detect"), op_str("pose")))
-    with pytest.raises(ModelError, match=r"^unsupported: task 'pose'"):
-        load_checkpoint_model(task)
+    # Not the stock YOLOv8 topology any more, so the record walker lowers it, eps read from each BatchNorm2d.
     eps = patched_fixture(tmp_path, (b"G" + struct.pack(">d", 1e-3), b"G" + struct.pack(">d", 1e-5)))
-    with pytest.raises(ModelError, match=r"^unsupported: BatchNorm2d eps 1e-05"):
-        load_checkpoint_model(eps)
+    model = load_checkpoint_model(eps)
+    epsilons = {float(node.attrs["epsilon"]) for node in model.graph.nodes if node.op == "BatchNormalization"}
+    assert len(epsilons) == 1 and epsilons.pop() == pytest.approx(1e-5)
+    assert model.outputs[0].shape == (1, 84, 8400)
 
 
 @needs_fixtures

@@ -48,9 +48,37 @@ class Architecture:
 
 
 def lower_checkpoint(checkpoint: Checkpoint) -> Model:
-    """Build the IR Model for a YOLOv8 detect checkpoint (unfused BN, checkpoint metadata)."""
+    """Build the IR Model of an ultralytics checkpoint (unfused BN, export names and metadata).
+
+    A stock YOLOv8 detect model goes through the built-in builder (the graph of the unfused
+    ultralytics export, node for node); every other model (YOLO11, YOLO26, the segment, pose, obb
+    and classify heads, custom yamls) through the record walker (`walker.py`).
+    """
     record = select_model_record(checkpoint)
-    arch = check_architecture(record)
+    try:
+        arch = check_architecture(record)
+    except ModelError:
+        return lower_other(checkpoint, record)
+    return lower_yolov8_detect(checkpoint, record, arch)
+
+
+def lower_other(checkpoint: Checkpoint, record: ModuleRecord) -> Model:
+    """Any supported model tree, by walking its layer records (`walker.lower_tree`)."""
+    from yolograph.frontends.pt.walker import lower_tree
+
+    imgsz = training_imgsz(record, checkpoint.contents)
+    try:
+        model = lower_tree(
+            checkpoint, record, imgsz=imgsz, names_for=lambda num_classes: class_names(record, num_classes)
+        )
+    except ModelError as exc:
+        message = str(exc)
+        raise ModelError(message if message.startswith("unsupported:") else f"{checkpoint.path}: {message}") from exc
+    return model
+
+
+def lower_yolov8_detect(checkpoint: Checkpoint, record: ModuleRecord, arch: Architecture) -> Model:
+    """A stock YOLOv8 detect checkpoint through the built-in builder."""
     names = class_names(record, arch.num_classes)
     imgsz = training_imgsz(record, checkpoint.contents)
     stride = max_stride(record)
