@@ -4,6 +4,8 @@ The head is found structurally, not by ultralytics names, so a renamed or modifi
 the *final head convs* are the Convs with no Conv after them (other than the DFL conv, the 1x1
 Conv fed by a Softmax); everything computed from them is the *decode* subgraph (DFL, box
 decode, score sigmoid, final Concat), which quantization and pruning must leave alone.
+The head's branches by role, the task, the class count and the row groups of each output are read
+by `yolograph.ir.heads` (segment, pose, obb and classify heads too).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import networkx as nx
+
+from yolograph.ir.heads import HeadBranch, OutputGroup, read_head
 
 if TYPE_CHECKING:
     from yolograph.ir.model import Model
@@ -30,10 +34,20 @@ class YoloFacts:
     head_nodes: frozenset[str] = frozenset()
     decode_nodes: frozenset[str] = frozenset()
     dfl_conv: str | None = None
+    branches: tuple[HeadBranch, ...] = ()
+    output_groups: tuple[OutputGroup, ...] = ()
+    keypoint_shape: tuple[int, int] | None = None
 
     @property
     def is_detect(self) -> bool:
-        return bool(self.head_convs) and self.num_classes is not None
+        """A detect-like head (detect, segment, pose, obb): box and score rows over anchors."""
+        return bool(self.head_convs) and self.num_classes is not None and self.task != "classify"
+
+    def branch(self, role: str) -> HeadBranch | None:
+        return next((b for b in self.branches if b.role == role), None)
+
+    def groups_of(self, output: str) -> list[OutputGroup]:
+        return [g for g in self.output_groups if g.output == output]
 
     def summary(self) -> dict:
         return {
@@ -47,6 +61,9 @@ class YoloFacts:
             "decode_nodes": len(self.decode_nodes),
             "dfl_conv": self.dfl_conv,
             "class_names": len(self.names),
+            "keypoint_shape": list(self.keypoint_shape) if self.keypoint_shape else None,
+            "branches": [b.to_json() for b in self.branches],
+            "output_groups": [g.to_json() for g in self.output_groups],
         }
 
 
@@ -59,13 +76,15 @@ def read_yolo_facts(model: Model) -> YoloFacts:
     dfl_conv = _find_dfl_conv(model)
     head_convs = _final_convs(view, ops, dfl_conv)
     decode = _decode_nodes(model, view, head_convs)
-    output_shape = model.outputs[0].shape if model.outputs else ()
-    num_classes = None
-    if head_convs and len(output_shape) == 3 and output_shape[1] > 4:
-        num_classes = output_shape[1] - 4
-    reg_max = _reg_max(model, dfl_conv, decode)
+    head = read_head(model, head_convs, names) if head_convs else None
+    num_classes = head.num_classes if head else None
+    classify = head is not None and head.branch("classifier") is not None
+    reg_max = None if classify else _reg_max(model, dfl_conv, decode)
+    box = head.branch("box") if head else None
+    if reg_max is None and box is not None and box.channels == 4:
+        reg_max = 1  # no DFL: the box branch regresses the four distances directly (YOLO26)
     return YoloFacts(
-        task=meta.get("task") or ("detect" if num_classes else None),
+        task=(head.task if head else None) or meta.get("task") or None,
         stride=int(meta["stride"]) if meta.get("stride", "").isdigit() else None,
         imgsz=imgsz,
         names=names or ({i: str(i) for i in range(num_classes)} if num_classes else {}),
@@ -75,6 +94,9 @@ def read_yolo_facts(model: Model) -> YoloFacts:
         head_nodes=frozenset(_head_nodes(model, head_convs, decode)),
         decode_nodes=frozenset(decode),
         dfl_conv=dfl_conv,
+        branches=head.branches if head else (),
+        output_groups=head.groups if head else (),
+        keypoint_shape=head.keypoint_shape if head else None,
     )
 
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from yolograph.errors import DataError
 from yolograph.ir.model import Model
+from yolograph.runtime.ort import OrtRunner
 
 Feed = dict[str, np.ndarray]
 
@@ -42,19 +43,39 @@ def _random_like(rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dty
 
 
 def output_groups(model: Model, outputs: list[np.ndarray]) -> list[np.ndarray]:
-    """Split outputs into groups judged separately: a YOLO detect output's box and class rows."""
-    groups = []
-    for array in outputs:
-        if model.facts.is_detect and array.ndim == 3 and array.shape[1] == 4 + model.facts.num_classes:
-            groups += [array[:, :4], array[:, 4:]]
+    """Split outputs into groups judged separately: the task's output groups (box rows, score rows, mask
+    coefficients, prototypes, keypoint x/y and visibility, angle, class probabilities); an output the
+    facts do not describe is one group."""
+    return [array for _, array in labelled_output_groups(model, outputs)]
+
+
+def labelled_output_groups(model: Model, outputs: list[np.ndarray]) -> list[tuple[str, np.ndarray]]:
+    """`output_groups` with each group's label ("output0:box", "output1:prototypes", ...)."""
+    groups: list[tuple[str, np.ndarray]] = []
+    for info, array in zip(model.outputs, outputs):
+        described = [g for g in model.facts.groups_of(info.name) if _fits(g, array)]
+        if described:
+            groups += [(g.label, g.take(array)) for g in described]
         else:
-            groups.append(array)
+            groups.append((info.name, array))
     return groups
+
+
+def group_labels(model: Model) -> list[str]:
+    """Labels of `output_groups(model, ...)`, in order."""
+    labels: list[str] = []
+    for info in model.outputs:
+        described = model.facts.groups_of(info.name)
+        labels += [g.label for g in described] if described else [info.name]
+    return labels
+
+
+def _fits(group, array: np.ndarray) -> bool:
+    return group.rows is None or (array.ndim > group.axis and max(group.rows) < array.shape[group.axis])
 
 
 def run_groups(model: Model, feeds: Sequence[Feed]) -> list[np.ndarray]:
     """Output groups of `model` over all feeds, concatenated per group."""
-    from yolograph.runtime import OrtRunner
 
     runner = OrtRunner(model)
     per_feed = [output_groups(model, runner.run(feed)) for feed in feeds]
