@@ -57,7 +57,8 @@ class Emitter:
         shapes: Sequence[Sequence[int]],
         attrs: dict | None = None,
     ) -> list[Value]:
-        name = self._unique(f"{scope}/{op}")
+        # torch.onnx names a node `<module scope>/<Op>`; callers may pass the scope with the op already on it.
+        name = self._unique(scope if scope.rsplit("/", 1)[-1] == op else f"{scope}/{op}")
         outs = [
             gs.Variable(f"{name}_output_{k}", dtype=np.float32, shape=[int(d) for d in shape])
             for k, shape in enumerate(shapes)
