@@ -2,8 +2,10 @@
 
 `load_checkpoint_model(path)` is what `yolograph.frontends.load_model` calls for `.pt` paths.
 The checkpoint is read by a strict allowlist unpickler (`checkpoint.py`), so nothing in the
-file executes; the module tree is then checked against the YOLOv8 detect topology and its
-weights handed to the built-in builder (`lowering.py`).
+file executes. A stock YOLOv8 detect tree is checked against its topology and its weights handed
+to the built-in builder (`lowering.py`); any other tree (YOLO11, YOLO26, the segment, pose, obb
+and classify heads) is lowered by walking its layer records (`walker.py`, with `blocks.py` for
+backbone/neck blocks, `heads.py` for heads and `emitter.py` for the torch primitives).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ __all__ = [
 
 
 def load_checkpoint_model(path: str | Path) -> Model:
-    """Read an ultralytics YOLOv8 detect checkpoint and lower it to an unfused IR Model."""
+    """Read an ultralytics checkpoint (any supported task) and lower it to an unfused IR Model."""
     from yolograph.frontends.pt.lowering import lower_checkpoint
 
     return lower_checkpoint(read_checkpoint(path))

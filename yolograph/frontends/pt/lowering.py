@@ -1,12 +1,15 @@
-"""Lower a safely read ultralytics YOLOv8 detect checkpoint to the IR.
+"""Lower a safely read ultralytics checkpoint to the IR: the YOLOv8 detect builder or the record walker.
 
-The checkpoint's module tree is only *checked*, never run: its model yaml must be the standard
-yolov8.yaml detect topology, every module in the tree must be one of the YOLOv8 detect modules,
-and the hyper-parameters the builder bakes in (BN eps, SiLU, nearest x2 upsampling, reg_max)
-must match. The weights (ultralytics state_dict names, cast to float32) then go to the built-in
-builder, which emits the same unfused graph it builds for `yolov8n` ... `yolov8x`
-(Conv -> BatchNormalization -> SiLU), so `fold-bn` applies. Anything else is refused with
-"unsupported: <module>" naming what is missing: no guessing.
+A stock YOLOv8 detect checkpoint is only *checked*, never run: its model yaml must be the standard
+yolov8.yaml detect topology, every module in the tree one of the YOLOv8 detect modules, and the
+hyper-parameters the builder bakes in (BN eps, SiLU, nearest x2 upsampling, reg_max) must match.
+The weights (ultralytics state_dict names, cast to float32) then go to the built-in builder, which
+emits the same unfused graph it builds for `yolov8n` ... `yolov8x` (Conv -> BatchNormalization ->
+SiLU), so `fold-bn` applies.
+
+Every other checkpoint (YOLO11, YOLO26, the Segment / Pose / OBB / Classify heads, edited yamls)
+goes to `walker.lower_tree`, which lowers each layer from its own record; a module it does not
+know is refused with "unsupported: <module>. ..." naming what is supported: no guessing.
 """
 
 from __future__ import annotations
