@@ -13,6 +13,7 @@ import argparse
 import sys
 import traceback
 
+from yolograph import progress
 from yolograph.cli import commands_build, commands_inspect, commands_measure
 from yolograph.errors import YoloGraphError
 
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help (0) or a usage error (2, already printed)
         return exc.code if isinstance(exc.code, int) else EXIT_USER_ERROR
     debug = bool(getattr(args, "debug", False))
+    progress.set_enabled(False if getattr(args, "quiet", False) else None)
     try:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:
@@ -48,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"error: {describe_failure(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR
+    finally:
+        progress.set_enabled(None)  # --quiet is for this command (main may be called again in-process)
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -74,9 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compile YOLO models through ordered graph passes and run them on ONNX Runtime or a compiled backend.",
     )
     parser.add_argument("--debug", action="store_true", help="on an error, also print the full traceback")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr (also: YOLOGRAPH_PROGRESS=0)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMAND_MODULES:
         module.register(sub)
     for command in sub.choices.values():  # `yolograph compile ... --debug` works too
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        command.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
