@@ -11,7 +11,7 @@ removal of the chunk whose predicted error after least-squares reconstruction, p
 with each group's prediction rescaled by its measured end-to-end output sensitivity (`sensitivity`
 images) and at most `max_fraction` of any group removed. Then convs are refit by ridge least squares on
 calibration activations, level by level on the pruned model's own activations
-(`yolograph.analysis.reconstruction`). The cut is made in `steps` equal steps, each re-measuring on the
+(`yolograph.pruning.reconstruction`). The cut is made in `steps` equal steps, each re-measuring on the
 model the previous one left.
 
 Preserves: input/output names, shapes and dtypes; the graph stays valid for ONNX Runtime. Changes
@@ -21,43 +21,36 @@ is measured by benchmarks/pruning.py (benchmarks/README.md, "Pruning").
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-import onnx_graphsurgeon as gs
 
 from yolograph.analysis.channel_groups import ChannelAnalysis, analyze_channels
-from yolograph.analysis.pruning import (
-    Removal,
-    SelectionRules,
-    candidate_groups,
-    class_importance,
-    conv_sites,
-    ErrorGreedy,
-    allowed_removal,
-    error_models,
-    remove_classes,
-    removed_roots,
-    select_classes,
-    set_constant,
-)
-from yolograph.analysis.reconstruction import (
-    apply_channel_map,
-    channel_map,
-    LevelRunner,
-    accumulate_cross,
-    collect_moments,
-    local_statistics,
-    mean_only_map,
-)
 from yolograph.errors import DataError, PassError
 from yolograph.evaluation.budget import labelled_map, parse_budget, require_labels
 from yolograph.ir.cost import model_cost
-from yolograph.ir.graph_view import constant_value
 from yolograph.ir.model import Model
 from yolograph.pipeline.passes import Contract, Pass, PassResult, register_pass
+from yolograph.progress import track
+from yolograph.pruning import NoBatchNorm, NothingPrunable, TargetUnreachable
+from yolograph.pruning.activations import collect_moments
+from yolograph.pruning.error_model import ErrorGreedy, error_models
+from yolograph.pruning.importance import class_importance
+from yolograph.pruning.reconstruction import local_refit, sequential_refit
+from yolograph.pruning.selection import (
+    SelectionRules,
+    candidate_groups,
+    conv_sites,
+    removed_roots,
+    select_classes,
+    step_fraction,
+)
+from yolograph.pruning.sensitivity import group_sensitivity
+from yolograph.pruning.surgery import Removal, remove_classes
+from yolograph.runtime import PASS_THREADS
 
 
 @dataclass(frozen=True)
@@ -117,12 +110,13 @@ class Prune(Pass):
         options = self.options
         target, amount = _target(options)
         before = model_cost(model)
-        setup = _prepare(model, options)
-        search: dict = {}
-        if target == "budget":
-            amount, search = _search_budget(model, setup, amount, options)
-            target = "macs"
-        pruned = _prune_in_steps(model, setup, target, amount, options) if amount > 0 else None
+        with _library_errors(options):
+            setup = _prepare(model, options)
+            search: dict = {}
+            if target == "budget":
+                amount, search = _search_budget(model, setup, amount, options)
+                target = "macs"
+            pruned = _prune_in_steps(model, setup, target, amount, options) if amount > 0 else None
         if pruned is None:
             return PassResult(changed=False, stats={"removed_channels": 0, **search})
         self.removal = pruned.removal  # kept channel indices per feature map, for callers that compare models
@@ -145,6 +139,25 @@ class Prune(Pass):
         })
 
 
+@contextmanager
+def _library_errors(options: PruneOptions) -> Iterator[None]:
+    """The pruning library's errors, reworded in this pass's options."""
+    try:
+        yield
+    except TargetUnreachable as exc:
+        raise PassError(
+            f"prune cannot remove {exc.amount:.0%} of the {exc.what}: the most it can is {exc.reached:.1%} with "
+            f"round_to={options.round_to}, min_channels={options.min_channels}, max_fraction={options.max_fraction} "
+            "and the exclusions given; lower the target or relax them."
+        ) from exc
+    except NothingPrunable as exc:
+        raise PassError("prune cannot remove anything: no channel group is prunable after min_channels/exclude; "
+                        "relax exclude= or min_channels=.") from exc
+    except NoBatchNorm as exc:
+        raise PassError("prune criterion=bn-gamma needs BatchNormalization nodes, but the model has none (BN was "
+                        "folded); run prune before fold-bn or choose criterion=l1|l2|activation.") from exc
+
+
 @dataclass
 class _Setup:
     """What every pruning of one model shares, whatever the amount: the channel analysis, the calibration
@@ -155,32 +168,33 @@ class _Setup:
     images: list[np.ndarray]
     consumer_inputs: list[str]
     moments: dict[str, np.ndarray] | None
-    select: Callable[[str, float], tuple[set[int], dict[int, int]]]  # (target, amount) -> (roots, plan)
+    select: Callable[[str, float], set[int]]  # (target, amount) -> the channel classes to remove
 
 
 def _prepare(model: Model, options: PruneOptions) -> _Setup:
     analysis = analyze_channels(model)
     rules = SelectionRules(options.round_to, options.min_channels, tuple(options.exclude), options.max_fraction)
     images = _calibration_images(model, options) if _needs_images(options) else []
+    threads = _threads()
     consumer_inputs = _consumer_inputs(model, analysis)
-    moments = collect_moments(model, consumer_inputs, images) if images else None
+    moments = collect_moments(model, consumer_inputs, images, threads) if images else None
     sites = conv_sites(model, analysis)
     if options.criterion == "activation" and options.scope == "global":
         greedy = ErrorGreedy(analysis.groups, analysis, error_models(model, analysis, moments, options.ridge),
                              sites, rules)
-        weights = (group_sensitivity(model, analysis, greedy, moments, images[: options.sensitivity], options)
+        weights = (group_sensitivity(model, analysis, greedy, _refit(options, moments),
+                                     images[: options.sensitivity], threads)
                    if options.sensitivity else None)
 
-        def select(target: str, amount: float) -> tuple[set[int], dict[int, int]]:
-            removed = greedy.select(target=target, amount=amount, weights=weights)
-            return removed, _plan_of(analysis, removed)
+        def select(target: str, amount: float) -> set[int]:
+            return greedy.select(target=target, amount=amount, weights=weights)
     else:
         scores = class_importance(model, analysis, options.criterion, moments)
 
-        def select(target: str, amount: float) -> tuple[set[int], dict[int, int]]:
+        def select(target: str, amount: float) -> set[int]:
             plan = select_classes(analysis.groups, scores, sites, target=target, amount=amount,
                                   scope=options.scope, rules=rules)
-            return removed_roots(analysis.groups, scores, plan), plan
+            return removed_roots(analysis.groups, scores, plan)
     return _Setup(analysis, rules, images, consumer_inputs, moments, select)
 
 
@@ -207,30 +221,22 @@ def _prune_in_steps(model: Model, first: _Setup, target: str, amount: float, opt
     record = []
     for step in range(1, options.steps + 1):
         setup = first if step == 1 else _prepare(model, options)
-        fraction = _step_fraction(target, amount, step, options.steps, base_macs, model_cost(model).macs)
+        fraction = step_fraction(target, amount, step, options.steps, base_macs, model_cost(model).macs)
         if fraction <= 0:
             continue  # earlier steps overshot (whole chunks) past this step's goal
-        removed, _ = setup.select(target, fraction)
+        removed = setup.select(target, fraction)
         if not removed:
             continue
-        refit = _local_refit(options, setup.moments) if options.reconstruct != "none" else None
+        refit = _refit(options, setup.moments) if options.reconstruct != "none" else None
         removal = remove_classes(model, setup.analysis, removed, refit)
         total = removal if total is None else total.then(removal)
         if original is not None:
-            refit_convs = _sequential_refit(original, model, total.kept, setup.consumer_inputs, setup.images,
-                                            options)
+            refit_convs = sequential_refit(original, model, total.kept, setup.consumer_inputs, setup.images,
+                                           options.ridge, _threads())
         removed_channels += len(removed)
         record.append({"step": step, target: round(fraction, 4), "removed_channels": len(removed),
                        "macs_removed": round(1 - model_cost(model).macs / base_macs, 4)})
     return None if total is None else _Pruned(total, removed_channels, refit_convs, record)
-
-
-def _step_fraction(target: str, amount: float, step: int, steps: int, base_macs: int, current_macs: int) -> float:
-    """What step `step` of `steps` removes from the current model: for MACs, the fraction that brings them
-    to (1 - amount * step / steps) of the original; for channels, an equal share each step (geometric)."""
-    if target == "macs":
-        return 1.0 - (1.0 - amount * step / steps) * base_macs / current_macs
-    return 1.0 - (1.0 - amount) ** (1.0 / steps)
 
 
 # The budget search bisects the MACs fraction over (0, BUDGET_MAX_MACS) in BUDGET_STEPS trials
@@ -242,8 +248,6 @@ BUDGET_STEPS = 5
 def _search_budget(model: Model, setup: _Setup, drop: float, options: PruneOptions) -> tuple[float, dict]:
     """The largest MACs fraction found whose mAP50-95 drop on the calibration images is <= `drop`
     (0.0 when none is), and the search's record for the pass stats."""
-    from yolograph.progress import track
-
     images = f"0:{options.count}"
     require_labels(options.images, images)
     reference = labelled_map(model, options.images, images)
@@ -253,7 +257,7 @@ def _search_budget(model: Model, setup: _Setup, drop: float, options: PruneOptio
         trial = model.copy()
         try:
             _prune_in_steps(trial, setup, "macs", macs, options)
-        except PassError:  # the exclusions / round_to / max_fraction cannot reach this fraction
+        except TargetUnreachable:  # the exclusions / round_to / max_fraction cannot reach this fraction
             high = macs
             continue
         lost = reference - labelled_map(trial, options.images, images)
@@ -269,10 +273,6 @@ def _search_budget(model: Model, setup: _Setup, drop: float, options: PruneOptio
         "budget_map_drop": best["map_drop"] if best else None,
         "budget_trials": trials,
     }
-
-
-def _plan_of(analysis: ChannelAnalysis, removed: set[int]) -> dict[int, int]:
-    return {g.id: sum(1 for r in g.classes if r in removed) for g in analysis.groups}
 
 
 def _target(options: PruneOptions) -> tuple[str, float]:
@@ -329,150 +329,12 @@ def _consumer_inputs(model: Model, analysis: ChannelAnalysis) -> list[str]:
     ]
 
 
-def _local_refit(options: PruneOptions, moments):
-    """Round 1: replace each removed input channel by its prediction from the kept ones (or its mean)."""
-
-    def refit(conv, keep_in: np.ndarray, gone_in: np.ndarray):
-        weight = constant_value(conv.inputs[1])
-        bias = constant_value(conv.inputs[2]) if len(conv.inputs) > 2 else None
-        stats = moments.get(conv.inputs[0].name) if moments else None
-        if stats is None:
-            return np.asarray(weight)[:, keep_in], bias
-        if options.reconstruct == "bias":
-            mapping = mean_only_map(stats, keep_in)
-        else:  # local and sequential (which starts from the local fit)
-            mapping = channel_map(*local_statistics(stats, keep_in), keep_in, options.ridge)
-        return apply_channel_map(weight, bias, mapping)
-
-    return refit
+def _refit(options: PruneOptions, moments):
+    """The first refit of removed input channels: their mean (reconstruct=bias) or their least-squares
+    prediction from the kept ones (local, and sequential, which starts from the local fit)."""
+    return local_refit(moments, "mean" if options.reconstruct == "bias" else "least-squares", options.ridge)
 
 
-def _sequential_refit(original: Model, pruned: Model, kept: dict[str, np.ndarray], names: list[str],
-                      images, options: PruneOptions) -> int:
-    """Refit every conv, level by level, so that fed the *pruned* model's activations (upstream already
-    refit) it reproduces the unpruned conv output; corrects error that accumulates through the network."""
-    reference = {n.name: n for n in original.nodes_by_op("Conv")}
-    readers = set(names)
-    decode = original.facts.decode_nodes
-    convs = [n for n in pruned.nodes_by_op("Conv") if int(n.attrs.get("group", 1)) == 1
-             and n.inputs[0].name in readers and n.name not in decode and n.name in reference]
-    ref_runner, cand_runner = LevelRunner(original, images), LevelRunner(pruned, images)
-    refit = 0
-    from yolograph.progress import track
-
-    for level in track(conv_levels(pruned, convs), "prune: sequential reconstruction"):
-        targets = list(dict.fromkeys(conv.inputs[0].name for conv in level))
-        ref_values, cand_values = ref_runner.run_until(targets), cand_runner.run_until(targets)
-        stats = {t: accumulate_cross(ref_values, cand_values, t) for t in targets}
-        for conv in level:
-            source = conv.inputs[0].name
-            cross, gram = stats[source]
-            keep_in = kept.get(source, np.arange(cross.shape[0]))
-            if len(keep_in) != gram.shape[0] - 1:
-                raise PassError(f"Internal error: prune lost track of the kept channels of {source!r}.")
-            ref = reference[conv.name]
-            weight = np.asarray(constant_value(ref.inputs[1]))
-            bias = constant_value(ref.inputs[2]) if len(ref.inputs) > 2 else None
-            keep_out = kept.get(conv.outputs[0].name, np.arange(weight.shape[0]))
-            bias = np.asarray(bias)[keep_out] if bias is not None else None
-            mapping = channel_map(cross, gram, keep_in, options.ridge)
-            new_weight, new_bias = apply_channel_map(weight[keep_out], bias, mapping)
-            set_constant(pruned.graph, conv, 1, new_weight)
-            if len(conv.inputs) > 2:
-                set_constant(pruned.graph, conv, 2, new_bias)
-            else:
-                conv.inputs.append(gs.Constant(f"{conv.name}.bias", new_bias))
-            refit += 1
-    pruned.invalidate()
-    return refit
-
-
-def conv_levels(model: Model, convs: list) -> list[list]:
-    """Convs grouped so that no conv depends on another of its own or a later group."""
-    import networkx as nx
-
-    view = model.nx_graph
-    chosen = {c.name: c for c in convs}
-    level: dict[str, int] = {}
-    for name in nx.topological_sort(view):
-        if name in chosen:
-            upstream = [level[a] for a in nx.ancestors(view, name) if a in level]
-            level[name] = 1 + max(upstream, default=-1)
-    groups: dict[int, list] = {}
-    for name, value in level.items():
-        groups.setdefault(value, []).append(chosen[name])
-    return [groups[k] for k in sorted(groups)]
-
-
-def group_sensitivity(model: Model, analysis: ChannelAnalysis, greedy: ErrorGreedy, moments, images,
-                      options: PruneOptions, fraction: float = 0.25) -> dict[int, float]:
-    """Per candidate group: measured output distortion / predicted layer error when a quarter of it is pruned.
-
-    The predicted error is relative to each consumer's own output, so it cannot tell an early backbone
-    layer (whose error every later layer inherits) from a late one; this ratio, measured on a few images
-    with local reconstruction, puts every group's prediction on the scale of the model's outputs.
-    Distortion has one term per output part (`_distortion_terms`: a detect output's boxes and class
-    scores); each term is divided by its median over the groups, so every part counts alike whatever
-    its units.
-    """
-    from yolograph.runtime import OrtOptions, OrtRunner
-    from yolograph.progress import track
-
-    reference = OrtRunner(model, OrtOptions(threads=2))
-    expected = [reference.run(image) for image in images]
-    detect = model.facts.is_detect
-    refit = _local_refit(options, moments)
-    terms: dict[int, np.ndarray] = {}
-    predictions: dict[int, float] = {}
-    rules = greedy.rules
-    for group in track(greedy.candidates, "prune: group sensitivity"):
-        count = allowed_removal(group, max(rules.round_to, int(round(fraction * group.size))), rules)
-        if count == 0:
-            continue
-        predictions[group.id], chunk = greedy.chunk(group.id, list(group.classes), count)
-        trial = model.copy()
-        remove_classes(trial, analysis, set(chunk), refit)
-        runner = OrtRunner(trial, OrtOptions(threads=2))
-        terms[group.id] = np.mean([_distortion_terms(ref, runner.run(image), detect)
-                                   for ref, image in zip(expected, images)], axis=0)
-    if not terms:
-        return {}
-    scales = np.maximum(np.median(np.stack(list(terms.values())), axis=0), 1e-30)
-    ratios = {gid: float(np.sum(value / scales)) / max(predictions[gid], 1e-9) for gid, value in terms.items()}
-    scale = float(np.median(list(ratios.values())))
-    return {gid: value / scale for gid, value in ratios.items()}
-
-
-# Anchors whose best reference class score is below this hold no detection that mAP would count.
-CONFIDENT_SCORE = 0.05
-
-
-def _distortion_terms(reference: list[np.ndarray], candidate: list[np.ndarray], detect: bool) -> np.ndarray:
-    """How far `candidate` outputs are from `reference`, one term per output part.
-
-    A YOLO detect output [1, 4 + nc, anchors] gives two terms: the boxes' error relative to their own
-    size (centre offsets / width, height; log width and height ratios), weighted by the reference score
-    over the confident anchors, which is what IoU and so mAP50-95 feel (the noise-to-signal energy of raw
-    pixel coordinates, used before, is ~1e-4 for any pruning and let the head's box convs be cut in
-    half: mAP50-95 at 20% fewer MACs 31.9, now 38.4); and the class scores' noise-to-signal energy.
-    Any other output: its noise-to-signal energy.
-    """
-    terms = []
-    for ref, new in zip(reference, candidate):
-        ref, new = ref.astype(np.float64), new.astype(np.float64)
-        if not (detect and ref.ndim == 3 and ref.shape[1] > 4):
-            terms.append(_noise_to_signal(ref, new))
-            continue
-        box, box_new, scores = ref[0, :4], new[0, :4], ref[0, 4:]
-        weight = np.where(scores.max(axis=0) > CONFIDENT_SCORE, scores.max(axis=0), 0.0)
-        width, height = np.maximum(box[2], 1e-3), np.maximum(box[3], 1e-3)
-        error = (((box_new[0] - box[0]) / width) ** 2 + ((box_new[1] - box[1]) / height) ** 2
-                 + np.log(np.maximum(box_new[2], 1e-3) / width) ** 2
-                 + np.log(np.maximum(box_new[3], 1e-3) / height) ** 2)
-        terms.append(float(np.sum(weight * error) / max(np.sum(weight), 1e-30)))
-        terms.append(_noise_to_signal(scores, new[0, 4:]))
-    return np.asarray(terms)
-
-
-def _noise_to_signal(reference: np.ndarray, candidate: np.ndarray) -> float:
-    return float(np.sum((reference - candidate) ** 2) / max(np.sum(reference ** 2), 1e-30))
+def _threads() -> int:
+    """ONNX Runtime threads for the float runs pruning makes."""
+    return PASS_THREADS

@@ -6,7 +6,6 @@ import numpy as np
 import onnx
 import pytest
 
-from yolograph.analysis.reconstruction import _runner_with_outputs
 from yolograph.runtime import OrtOptions, OrtRunner
 from yolograph.errors import DataError, PassError, PipelineError
 from yolograph.frontends import load_model
@@ -15,6 +14,7 @@ from yolograph.ir.graph_view import constant_value
 from yolograph.passes.prune import Prune, PruneOptions
 from yolograph.pipeline import run_pipeline
 from yolograph.pipeline.passes import sqnr_db
+from yolograph.pruning.activations import runner_with_outputs
 
 FAST = dict(criterion="l1", reconstruct="none")  # no calibration images needed
 
@@ -66,8 +66,8 @@ def test_builtin_models_stay_valid_and_untouched_layers_unchanged(builtin_models
     convs = [n for n in model.nodes_by_op("Conv") if n.name not in tainted]
     names = [n.outputs[0].name for n in convs]
     image = _image(model)
-    before = dict(zip(names, _runner_with_outputs(model, names).session.run(names, {"images": image})))
-    after = dict(zip(names, _runner_with_outputs(pruned, names).session.run(names, {"images": image})))
+    before = dict(zip(names, runner_with_outputs(model, names).session.run(names, {"images": image})))
+    after = dict(zip(names, runner_with_outputs(pruned, names).session.run(names, {"images": image})))
     shrunk = 0
     for tensor in names:
         reference = before[tensor]
@@ -119,12 +119,12 @@ def test_steps_compose_into_one_removal_from_the_original(yolov8n):
 
 
 def test_step_fraction_lands_each_step_on_its_share_of_the_goal():
-    from yolograph.passes.prune import _step_fraction
+    from yolograph.pruning.selection import step_fraction
 
     # 30% in 3 steps from 100 MACs: step 2 of a model now at 88 must reach 80.
-    assert _step_fraction("macs", 0.3, 2, 3, 100, 88) == pytest.approx(1 - 80 / 88)
-    assert _step_fraction("macs", 0.3, 2, 3, 100, 79) < 0  # step 1 overshot: step 2 is skipped
-    assert (1 - _step_fraction("ratio", 0.5, 1, 2, 1, 1)) ** 2 == pytest.approx(0.5)
+    assert step_fraction("macs", 0.3, 2, 3, 100, 88) == pytest.approx(1 - 80 / 88)
+    assert step_fraction("macs", 0.3, 2, 3, 100, 79) < 0  # step 1 overshot: step 2 is skipped
+    assert (1 - step_fraction("ratio", 0.5, 1, 2, 1, 1)) ** 2 == pytest.approx(0.5)
 
 
 def test_macs_target_is_reached_and_reported(yolov8n):

@@ -1,42 +1,36 @@
-"""Post-training reconstruction of pruned convs by ridge least squares on calibration activations.
+"""Activations of a model on calibration images, as the statistics pruning and reconstruction need.
 
-A consumer conv computes y = W * x. After pruning it sees only x' (its kept input channels, and
-upstream pruning has perturbed those too). Reconstruction fits, per conv, a channel map
-A = argmin E||x - A [x'; 1]||^2 + lam ||A - A0||^2 (A0 = plain slicing) and sets
-W'[:, :, tap] = W[:, :, tap] @ A[:, :k] and b' = b + sum_tap W[:, :, tap] @ A[:, k]: every removed
-channel is replaced by its best linear prediction from the kept ones, plus its mean (the intercept,
-which is the "compensate the removed channels' mean into the bias" step). For 1x1 convs this is exactly
-the output least-squares fit min E||W x - W' x' - b'||^2; for k x k convs it is the same fit with a
-map shared by all taps (channel-level, so it needs only (C+1)^2 statistics, not im2col patches).
+- `collect_moments`: E[[x;1][x;1]^T] of each named feature map over all images and positions, from
+  one run of the unpruned model (what importance, the error model and local reconstruction read).
+- `LevelRunner`: runs a model one segment at a time, keeping only the frontier tensors, so sequential
+  reconstruction can refit a level of convs and then run on from the refit weights.
+- `accumulate_cross`: E[x z'^T] and E[z' z'^T] between an unpruned and a pruned model's activations.
 
-"local" uses the unpruned model's activations for both sides, from one run (`collect_moments`).
-"sequential" (`LevelRunner`) runs the unpruned and the pruned model side by side, level by level, and
-refits every conv so that its output computed from the *pruned* model's input (upstream convs already
-refit) matches the unpruned output, which corrects error accumulated upstream. Statistics use at most
-MAX_POSITIONS strided positions per image and feature map.
+Statistics use at most MAX_POSITIONS strided positions per image and feature map.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+import networkx as nx
 import numpy as np
 import onnx
+import onnx_graphsurgeon as gs
 
 from yolograph.ir.model import Model
 from yolograph.progress import track
+from yolograph.runtime import PASS_THREADS, OrtOptions, OrtRunner
 
 
-def _runner_with_outputs(model: Model, names: Sequence[str]):
+def runner_with_outputs(model: Model, names: Sequence[str], threads: int = PASS_THREADS) -> OrtRunner:
     """An ORT session of `model` that also returns the tensors `names`."""
-    from yolograph.runtime import OrtOptions, OrtRunner
-
     proto = model.to_onnx()
     present = {o.name for o in proto.graph.output}
     for name in names:
         if name not in present:
             proto.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    return OrtRunner(proto.SerializeToString(), OrtOptions(threads=2))
+    return OrtRunner(proto.SerializeToString(), OrtOptions(threads=threads))
 
 
 # Statistics use at most this many (evenly strided) positions per image and feature map: high-resolution
@@ -55,10 +49,11 @@ def _augment(features: np.ndarray) -> np.ndarray:
     return np.vstack([features, np.ones((1, features.shape[1]), np.float32)])
 
 
-def collect_moments(model: Model, names: Sequence[str], images: Iterable[np.ndarray]) -> dict[str, np.ndarray]:
+def collect_moments(model: Model, names: Sequence[str], images: Iterable[np.ndarray],
+                    threads: int = PASS_THREADS) -> dict[str, np.ndarray]:
     """E[[x;1][x;1]^T] over all positions and images for each NCHW tensor in `names` ((C+1)^2 each)."""
     names = list(dict.fromkeys(names))
-    runner = _runner_with_outputs(model, names)
+    runner = runner_with_outputs(model, names, threads)
     sums: dict[str, np.ndarray] = {}
     counts = 0
     for image in track(images, "prune: activation statistics"):
@@ -73,48 +68,6 @@ def collect_moments(model: Model, names: Sequence[str], images: Iterable[np.ndar
     return {name: total / total[-1, -1] for name, total in sums.items()}
 
 
-def channel_map(cross: np.ndarray, gram: np.ndarray, keep: np.ndarray, ridge: float) -> np.ndarray:
-    """A (C x (k+1)): ridge least-squares map from [x'; 1] to x, shrunk toward plain slicing."""
-    k = len(keep)
-    prior = np.zeros_like(cross)
-    prior[keep, np.arange(k)] = 1.0
-    diag = np.diag(gram)[:k]
-    lam = ridge * float(diag.mean()) if k and diag.mean() > 0 else ridge
-    reg = np.eye(k + 1) * lam
-    reg[k, k] = 0.0  # never shrink the intercept
-    return np.linalg.solve(gram + reg, (cross + lam * prior).T).T
-
-
-def local_statistics(moments: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(E[x z^T], E[z z^T]) for z = [x_keep; 1], read off the unpruned model's augmented moments."""
-    channels = moments.shape[0] - 1
-    columns = np.append(keep, channels)
-    return moments[:channels][:, columns], moments[np.ix_(columns, columns)]
-
-
-def mean_only_map(moments: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """A that keeps the kept channels and replaces each removed one by its mean (bias compensation)."""
-    channels = moments.shape[0] - 1
-    mapping = np.zeros((channels, len(keep) + 1))
-    mapping[keep, np.arange(len(keep))] = 1.0
-    removed = np.setdiff1d(np.arange(channels), keep)
-    mapping[removed, -1] = moments[removed, -1]
-    return mapping
-
-
-def apply_channel_map(weight: np.ndarray, bias: np.ndarray | None, mapping: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """New (weight over the k kept inputs, bias) of a conv whose input x is replaced by A [x'; 1]."""
-    w = np.asarray(weight, np.float64)
-    new_weight = np.einsum("ochw,ck->okhw", w, mapping[:, :-1])
-    shift = np.einsum("ochw,c->o", w, mapping[:, -1])
-    base = np.zeros(w.shape[0]) if bias is None else np.asarray(bias, np.float64)
-    dtype = np.asarray(weight).dtype
-    return new_weight.astype(dtype), (base + shift).astype(dtype)
-
-
-# -- sequential (level by level) reconstruction ------------------------------------------------------
-
-
 class LevelRunner:
     """Runs a model over fixed images one segment at a time, keeping only the frontier tensors.
 
@@ -123,15 +76,13 @@ class LevelRunner:
     nodes still read. Weights may change between calls: each segment is built from the current graph.
     """
 
-    def __init__(self, model: Model, images: Sequence[np.ndarray]) -> None:
-        self.model = model
+    def __init__(self, model: Model, images: Sequence[np.ndarray], threads: int = PASS_THREADS) -> None:
+        self.model, self.threads = model, threads
         input_name = model.graph.inputs[0].name
         self.cache: list[dict[str, np.ndarray]] = [{input_name: image} for image in images]
         self.done: set[str] = set()
 
     def run_until(self, targets: Sequence[str]) -> list[dict[str, np.ndarray]]:
-        import networkx as nx
-
         view = self.model.nx_graph
         producers = {t.name: n.name for n in self.model.graph.nodes for t in n.outputs}
         wanted = [producers[t] for t in targets if t in producers and producers[t] not in self.done]
@@ -145,10 +96,6 @@ class LevelRunner:
         return [{t: cache[t] for t in targets} for cache in self.cache]
 
     def _run_segment(self, segment: set[str], targets: Sequence[str]) -> None:
-        import onnx_graphsurgeon as gs
-
-        from yolograph.runtime import OrtOptions, OrtRunner
-
         after = self.done | segment
         nodes = {n.name: n for n in self.model.graph.nodes}
         outputs = set(targets)
@@ -173,7 +120,7 @@ class LevelRunner:
         if fresh:
             proto = gs.export_onnx(graph, do_type_check=False)
             proto.ir_version = min(self.model.ir_version or 8, onnx.IR_VERSION)
-            runner = OrtRunner(proto.SerializeToString(), OrtOptions(threads=2))
+            runner = OrtRunner(proto.SerializeToString(), OrtOptions(threads=self.threads))
             feeds = [t.name for t in graph.inputs]
             names = [t.name for t in fresh]
             for cache in self.cache:
