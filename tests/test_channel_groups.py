@@ -10,7 +10,8 @@ import pytest
 from onnx import TensorProto, helper
 
 from tests.graphs import make_model
-from yolograph.analysis import analyze_channels, find_channel_groups, format_groups, groups_to_json
+from yolograph.analysis import analyze_channels, find_channel_groups
+from yolograph.inspection.channel_groups import format_groups, groups_to_json
 
 
 def _group_with(groups, node_name):

@@ -6,8 +6,6 @@ from yolograph.analysis.channel_groups import (
     ChannelMember,
     analyze_channels,
     find_channel_groups,
-    format_groups,
-    groups_to_json,
 )
 
 __all__ = [
@@ -16,6 +14,4 @@ __all__ = [
     "ChannelMember",
     "analyze_channels",
     "find_channel_groups",
-    "format_groups",
-    "groups_to_json",
 ]

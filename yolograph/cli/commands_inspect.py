@@ -37,7 +37,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     summary = summarize(model)
     extra_text = []
     if args.prune_groups:
-        from yolograph.analysis.channel_groups import find_channel_groups, format_groups, groups_to_json
+        from yolograph.analysis.channel_groups import find_channel_groups
+        from yolograph.inspection.channel_groups import format_groups, groups_to_json
 
         groups = find_channel_groups(model)
         summary["prune_groups"] = groups_to_json(groups)
