@@ -26,23 +26,26 @@ from yolograph.ir.model import Model
 from yolograph.passes.bias_correction import conv_input_source
 from yolograph.pipeline.passes import Contract, Pass, PassResult, register_pass
 from yolograph.progress import track
-from yolograph.evaluation.calibration_data import source_from_options
+from yolograph.evaluation.calibration_data import CalibrationSource
+from yolograph.pipeline.context import PassContext
 from yolograph.quantization.collect import model_input_size, stream_tensors
 from yolograph.quantization.profiles import get_profile
 from yolograph.quantization.qdq import PROFILE_KEY, quantized_convs, strip_activation_qdq
 
 
 @dataclass(frozen=True)
-class AdaptiveRoundingOptions:
-    images: str | None = None
-    count: int = 32
-    range: str | None = None
-    npy: str | None = None
+class AdaptiveRoundingOptions(CalibrationSource):
     samples: int = 256  # im2col positions sampled per image and Conv
     damping: float = 0.01  # added to H's diagonal, relative to its mean (keeps H invertible)
     bias: bool = True  # also correct the remaining mean shift in the bias
     seed: int = 0
-    threads: int = 2
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.samples < 1:
+            raise ValueError(f"samples={self.samples} is not positive; use e.g. 256")
+        if self.damping < 0:
+            raise ValueError(f"damping={self.damping} is negative; use e.g. 0.01")
 
 
 @dataclass
@@ -63,13 +66,16 @@ class AdaptiveRounding(Pass):
     contract = Contract.deferred("accuracy technique; checked with calibrate's SQNR floor")
     requires = frozenset({"qdq"})
 
+    def validate(self) -> None:
+        self.options.require("adaptive-rounding")
+
     def run(self, model: Model) -> PassResult:
         options = self.options
         convs = [c for c in quantized_convs(model) if c.weight_q is not None and int(c.conv.attrs.get("group", 1)) == 1]
         if not convs:
             raise PassError("adaptive-rounding needs float weights behind Q/DQ: run it after insert-qdq and before calibrate.")
         profile = get_profile(model.metadata.get(PROFILE_KEY, "ort-cpu"))
-        source = source_from_options(options, "adaptive-rounding")
+        source = options.require("adaptive-rounding")
         stats = self._collect(model, convs, source)
         improved = []
         for item in track(convs, "adaptive-rounding"):
@@ -121,8 +127,9 @@ class AdaptiveRounding(Pass):
                 seen[0] += 1
 
         stats_model = strip_activation_qdq(model, keep_outputs=tensors)
-        stream_tensors(stats_model, tensors, source.tensors(model_input_size(model)), visit,
-                       label="adaptive-rounding data", threads=options.threads)
+        context = PassContext.current()
+        stream_tensors(stats_model, tensors, context.calibration_tensors(source, model_input_size(model)), visit,
+                       label="adaptive-rounding data", threads=context.threads)
         return stats
 
 

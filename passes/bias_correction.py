@@ -20,19 +20,16 @@ import numpy as np
 from yolograph.errors import PassError
 from yolograph.ir.model import Model
 from yolograph.pipeline.passes import Contract, Pass, PassResult, register_pass
-from yolograph.evaluation.calibration_data import source_from_options
+from yolograph.evaluation.calibration_data import CalibrationSource
+from yolograph.pipeline.context import PassContext
 from yolograph.quantization.collect import model_input_size, stream_tensors
 from yolograph.quantization.profiles import get_profile
 from yolograph.quantization.qdq import PROFILE_KEY, fake_quantize_weight, quantized_convs, strip_activation_qdq
 
 
 @dataclass(frozen=True)
-class BiasCorrectionOptions:
-    images: str | None = None
-    count: int = 32
-    range: str | None = None
-    npy: str | None = None
-    threads: int = 2
+class BiasCorrectionOptions(CalibrationSource):
+    """images= (dataset root, image folder or yaml; the first count= or range=A:B) or npy= tensors."""
 
 
 @register_pass("bias-correction")
@@ -43,14 +40,17 @@ class BiasCorrection(Pass):
     contract = Contract.deferred("accuracy technique; checked with calibrate's SQNR floor")
     requires = frozenset({"qdq"})
 
+    def validate(self) -> None:
+        self.options.require("bias-correction")
+
     def run(self, model: Model) -> PassResult:
         convs = [c for c in quantized_convs(model) if c.weight_q is not None]
         if not convs:
             raise PassError("bias-correction needs float weights behind Q/DQ: run it after insert-qdq and before calibrate.")
         profile = get_profile(model.metadata.get(PROFILE_KEY, "ort-cpu"))
-        source = source_from_options(self.options, "bias-correction")
+        source = self.options.require("bias-correction")
         inputs = {c.conv.name: conv_input_source(c.conv) for c in convs}
-        means = channel_means(model, sorted(set(inputs.values())), source, self.options.threads)
+        means = channel_means(model, sorted(set(inputs.values())), source)
         shifts = []
         for item in convs:
             mean = means[inputs[item.conv.name]]
@@ -77,7 +77,7 @@ def conv_input_source(conv) -> str:
     return tensor.name
 
 
-def channel_means(model: Model, tensors: list[str], source, threads: int = 2) -> dict[str, np.ndarray]:
+def channel_means(model: Model, tensors: list[str], source: CalibrationSource) -> dict[str, np.ndarray]:
     """Per-channel means (axis 1) of `tensors`, computed in float over the calibration data."""
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}
@@ -88,6 +88,7 @@ def channel_means(model: Model, tensors: list[str], source, threads: int = 2) ->
         counts[name] = counts.get(name, 0) + flat.shape[0] * flat.shape[2]
 
     stats_model = strip_activation_qdq(model, keep_outputs=tensors)
-    stream_tensors(stats_model, tensors, source.tensors(model_input_size(model)), visit, label="bias-correction",
-                   threads=threads)
+    context = PassContext.current()
+    stream_tensors(stats_model, tensors, context.calibration_tensors(source, model_input_size(model)), visit,
+                   label="bias-correction", threads=context.threads)
     return {name: sums[name] / counts[name] for name in tensors}

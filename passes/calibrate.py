@@ -18,8 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from yolograph.errors import DataError, PassError
 from yolograph.ir.model import Model
+from yolograph.pipeline.context import PassContext
 from yolograph.pipeline.passes import Contract, Pass, PassResult, register_pass
 from yolograph.pipeline.properties import UNCALIBRATED_KEY
 from yolograph.evaluation.calibration_data import CalibrationSource
@@ -39,14 +39,16 @@ CALIBRATE_MIN_SQNR_DB = 5.0
 
 
 @dataclass(frozen=True)
-class CalibrateOptions:
+class CalibrateOptions(CalibrationSource):
+    """images= (dataset root, image folder or yaml; the first count= or range=A:B) or npy= tensors."""
+
     method: Literal["minmax", "percentile", "entropy", "mse"] = "percentile"
-    images: str | None = None  # dataset root, image folder or dataset yaml (required unless npy=)
-    count: int = 32  # the first N images
-    range: str | None = None  # or an index range A:B of the images
-    npy: str | None = None  # .npy file or folder with [N,3,H,W] float tensors
     percentile: float = 99.99
-    threads: int = 2
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 < self.percentile <= 100.0:
+            raise ValueError(f"percentile={self.percentile} is outside (0, 100]; use e.g. 99.99")
 
 
 @register_pass("calibrate")
@@ -58,21 +60,16 @@ class Calibrate(Pass):
     requires = frozenset({"qdq"})
     establishes = frozenset({"calibrated"})
 
+    def validate(self) -> None:
+        self.options.require("calibrate")
+
     def run(self, model: Model) -> PassResult:
         options = self.options
-        if options.images is None and options.npy is None:
-            raise DataError(
-                "calibrate needs calibration data: add images=DIR (a dataset root, image folder or dataset yaml; "
-                "with count=N or range=A:B) or npy=FILE_OR_DIR ([N,3,H,W] float tensors) to its options."
-            )
-        if not 0.0 < options.percentile <= 100.0:
-            raise PassError(f"percentile={options.percentile} is outside (0, 100]; use e.g. 99.99.")
         profile = get_profile(model.metadata.get(PROFILE_KEY, "ort-cpu"))
         itype = IntegerType(profile.activation_signed, profile.activation_symmetric)
         groups = activation_groups(model)
-        source = CalibrationSource(options.images, options.count, options.range, options.npy)
-        observers, images = collect_observers(model, source, histogram=options.method != "minmax",
-                                              threads=options.threads)
+        observers, images = collect_observers(model, options.require("calibrate"),
+                                              histogram=options.method != "minmax")
         full_range = head_logit_tensors(model)
         for group in groups:
             ranges = [
@@ -96,14 +93,15 @@ def head_logit_tensors(model: Model) -> set[str]:
     return {n.outputs[0].name for n in model.graph.nodes if n.name in names}
 
 
-def collect_observers(model: Model, source: CalibrationSource, histogram: bool = True, threads: int = 2,
+def collect_observers(model: Model, source: CalibrationSource, histogram: bool = True,
                       label: str = "calibrate") -> tuple[dict[str, RangeObserver], int]:
     """Observers of every activation Q input of `model` filled from `source` in float, and the image count."""
     tensors = [t for group in activation_groups(model) for t in group.tensors]
     observers = {t: RangeObserver(histogram=histogram) for t in tensors}
     stats_model = strip_activation_qdq(model, keep_outputs=tensors)
-    inputs = source.tensors(model_input_size(model))
+    context = PassContext.current()
+    inputs = context.calibration_tensors(source, model_input_size(model))
     total = source.count if source.npy is None and source.range is None else None
     images = stream_tensors(stats_model, tensors, inputs, lambda name, value: observers[name].update(value),
-                            label=label, total=total, threads=threads)
+                            label=label, total=total, threads=context.threads)
     return observers, images

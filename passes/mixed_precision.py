@@ -21,23 +21,25 @@ from yolograph.errors import PassError
 from yolograph.evaluation.budget import labelled_map, parse_budget, require_labels
 from yolograph.ir.model import Model
 from yolograph.pipeline.passes import Contract, Pass, PassResult, register_pass
-from yolograph.evaluation.calibration_data import load_calibration_tensors, source_from_options
+from yolograph.evaluation.calibration_data import CalibrationSource, load_calibration_tensors
 from yolograph.quantization.qdq import dequantize_units, float_reference, quantized_convs
 from yolograph.quantization.sensitivity import _run, group_sqnr, measure_units, quantization_units
 
 
 @dataclass(frozen=True)
-class MixedPrecisionOptions:
+class MixedPrecisionOptions(CalibrationSource):
     budget: str = "sqnr:20"  # sqnr:DB (min output-group SQNR) or map:DROP (mAP50-95 drop)
     max_float: int = 3
     method: Literal["minmax", "percentile", "entropy", "mse"] = "percentile"  # as calibrate will use
-    images: str | None = None
-    count: int = 32
-    range: str | None = None
-    npy: str | None = None
     percentile: float = 99.99
     eval_range: str = "0:8"  # images of `images` used to measure (labelled ones for map:)
     candidates: tuple[str, ...] = ()  # fnmatch patterns of Conv names that may stay float (default: all)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        parse_budget(self.budget, owner="mixed-precision")
+        if self.max_float < 0:
+            raise ValueError(f"max_float={self.max_float} is negative; use 0 or more")
 
 
 @register_pass("mixed-precision")
@@ -48,6 +50,9 @@ class MixedPrecision(Pass):
     contract = Contract.deferred("accuracy budget; checked with calibrate's SQNR floor")
     requires = frozenset({"qdq"})
 
+    def validate(self) -> None:
+        self.options.require("mixed-precision")
+
     def run(self, model: Model) -> PassResult:
         from yolograph.passes.calibrate import Calibrate, CalibrateOptions
 
@@ -55,7 +60,7 @@ class MixedPrecision(Pass):
         kind, target = parse_budget(options.budget, owner="mixed-precision")
         if not any(c.weight_q is not None for c in quantized_convs(model)):
             raise PassError("mixed-precision needs an uncalibrated Q/DQ model: put it after insert-qdq, before calibrate.")
-        source_from_options(options, "mixed-precision")
+        options.require("mixed-precision")
         if options.images is None and kind == "map":
             raise PassError("budget=map: needs labelled images=DIR; use budget=sqnr:DB with npy= data.")
         if kind == "map":

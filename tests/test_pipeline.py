@@ -176,23 +176,3 @@ def test_readme_contains_the_tested_custom_pass():
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     assert README_PASS.strip() in readme
-
-
-def test_manager_converts_opset_for_a_pass_that_needs_a_newer_one():
-    @register_pass("test-needs-opset-19")
-    class NeedsOpset19(Pass):
-        """Needs opset 19; changes nothing."""
-
-        min_opset = 19
-
-        def run(self, model):
-            assert model.opset == 19
-            return PassResult(changed=False)
-
-    try:
-        old = conv_bn_model(opset=13)
-        assert old.opset == 13
-        result, report = run_pipeline(old, "test-needs-opset-19", verify=True)
-        assert result.opset == 19 and report.records[0].verified == "ok"
-    finally:
-        _REGISTRY.pop("test-needs-opset-19")

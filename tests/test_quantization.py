@@ -250,7 +250,7 @@ def test_mixed_precision_map_budget_is_measured_on_labelled_images(yolov8n, coco
     stats = report.records[1].stats
     assert stats["budget_met"] and stats["kept_float"] == [] and len(stats["map_drop"]) == 1
     assert stats["map_drop"][0] <= 1.0
-    with pytest.raises(PassError, match="not understood"):
+    with pytest.raises(PipelineError, match="not understood"):  # when the pipeline is parsed
         run_pipeline(yolov8n, f"insert-qdq,mixed-precision{{budget=map,images={coco_dir}}}")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from yolograph.errors import DataError, PassError
 from yolograph.ir.model import Model
+from yolograph.runtime.ort import PASS_THREADS, OrtOptions, OrtRunner
 
 BUDGET_KINDS = ("sqnr", "map")
 
@@ -36,9 +37,8 @@ def require_labels(data: str, images: str) -> None:
                         "label files (labels/<name>.txt); point images= at a labelled dataset.")
 
 
-def labelled_map(model: Model, data: str, images: str, threads: int = 2) -> float:
+def labelled_map(model: Model, data: str, images: str, threads: int = PASS_THREADS) -> float:
     """mAP50-95 of `model` on ONNX Runtime over the labelled images `images` (a range such as "0:32")."""
-    from yolograph.runtime import OrtOptions, OrtRunner
     from yolograph.evaluation import evaluate
 
     return evaluate(OrtRunner(model, OrtOptions(threads=threads)).predict, data, images=images).map50_95

@@ -19,12 +19,33 @@ from yolograph.errors import DataError
 @dataclass(frozen=True)
 class CalibrationSource:
     """Where calibration tensors come from: `images` (a dataset root, image folder or yaml, as the
-    evaluation reader accepts) cut to `range` ("A:B") or the first `count` images, or `npy` files."""
+    evaluation reader accepts) cut to `range` ("A:B") or the first `count` images, or `npy` files.
+
+    The options of every data-driven pass (calibrate, bias-correction, adaptive-rounding,
+    mixed-precision, prune) inherit these fields, so they are spelled and checked the same way.
+    """
 
     images: str | None = None
     count: int = 32
     range: str | None = None
     npy: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.count < 1:
+            raise ValueError(f"count={self.count} is not positive; use count=32 or more")
+
+    def source(self) -> CalibrationSource:
+        """Just the data fields (a pass's options carry more)."""
+        return CalibrationSource(self.images, self.count, self.range, self.npy)
+
+    def require(self, pass_name: str) -> CalibrationSource:
+        """The data fields, or a DataError saying how to name calibration data for `pass_name`."""
+        if self.images is None and self.npy is None:
+            raise DataError(
+                f"{pass_name} needs calibration data: add images=DIR (a dataset root, image folder or dataset "
+                "yaml; with count=N or range=A:B) or npy=FILE_OR_DIR ([N,3,H,W] float tensors) to its options."
+            )
+        return self.source()
 
     def tensors(self, imgsz: tuple[int, int]) -> Iterator[np.ndarray]:
         return load_calibration_tensors(self.images, self.count, imgsz, npy=self.npy, image_range=self.range)
@@ -131,13 +152,3 @@ def _npy_stream(files: list[Path], count: int | None, imgsz: tuple[int, int]) ->
             produced += 1
     if produced == 0:
         raise DataError("The calibration .npy files hold no tensors; save at least one [1,3,H,W] tensor.")
-
-
-def source_from_options(options, pass_name: str) -> CalibrationSource:
-    """The CalibrationSource named by a pass's `images`/`count`/`range`/`npy` options, or a DataError."""
-    if getattr(options, "images", None) is None and getattr(options, "npy", None) is None:
-        raise DataError(
-            f"{pass_name} needs calibration data: add images=DIR (a dataset root, image folder or dataset yaml; "
-            "with count=N or range=A:B) or npy=FILE_OR_DIR ([N,3,H,W] float tensors) to its options."
-        )
-    return CalibrationSource(options.images, options.count, getattr(options, "range", None), options.npy)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from yolograph.ir.model import Model
+from yolograph.runtime.ort import OrtOptions, OrtRunner
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,6 @@ class Comparison:
 def compare_models(before: Model, after: Model, *, bench_runs: int = 0, threads: int = 0,
                    data: str | Path | None = None, images: str | None = None) -> Comparison:
     """Latency (median over `bench_runs`) and mAP50-95 on `data` of both models on ONNX Runtime."""
-    from yolograph.runtime import OrtOptions, OrtRunner
 
     runners = [OrtRunner(m, OrtOptions(threads=threads)) for m in (before, after)]
     values: dict[str, Any] = {}

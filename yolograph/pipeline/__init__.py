@@ -1,5 +1,6 @@
 """Pass infrastructure: the pass API, pipeline parsing, properties, verification and the manager."""
 
+from yolograph.pipeline.context import PassContext
 from yolograph.pipeline.manager import PassManager, PipelineReport, run_pipeline
 from yolograph.pipeline.parse import parse_pipeline
 from yolograph.pipeline.passes import (
@@ -16,6 +17,7 @@ __all__ = [
     "Contract",
     "NoOptions",
     "Pass",
+    "PassContext",
     "PassManager",
     "PassResult",
     "PipelineReport",

@@ -8,11 +8,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from yolograph.errors import ContractViolation, PipelineError
-from yolograph.frontends.onnx_file import convert_opset
+from yolograph.errors import ContractViolation, PassError, PipelineError, YoloGraphError
 from yolograph.ir.cost import model_cost
 from yolograph.ir.model import Model
 from yolograph.pipeline import properties
+from yolograph.pipeline.context import PassContext
 from yolograph.pipeline.parse import parse_pipeline
 from yolograph.pipeline.passes import Pass
 from yolograph.pipeline.verify import Feed, run_groups, verification_inputs
@@ -83,7 +83,11 @@ class PassManager:
 
     verify: check each pass's contract against ONNX Runtime on seeded random inputs plus
     `verify_inputs`, raising ContractViolation that names the pass. dump_dir: write the model
-    after each pass as NN-name.onnx.
+    after each pass as NN-name.onnx. context: what the passes get from PassContext.current()
+    (threads, seed, progress, the calibration-image cache); a fresh default one per run if None.
+
+    An exception that is not a YoloGraphError escaping a pass (a bug, or a case the pass did not
+    foresee) becomes a PassError naming the pass, its step and the original error.
     """
 
     def __init__(
@@ -93,8 +97,13 @@ class PassManager:
         verify: bool = False,
         verify_inputs: Sequence[Feed] = (),
         dump_dir: str | Path | None = None,
+        context: PassContext | None = None,
     ) -> None:
         self.passes = parse_pipeline(passes) if isinstance(passes, str) else list(passes)
+        if not isinstance(passes, str):  # parse_pipeline validated its own
+            for pass_ in self.passes:
+                pass_.validate()
+        self.context = context
         self.verify = verify
         self.verify_inputs = list(verify_inputs)
         self.dump_dir = Path(dump_dir) if dump_dir else None
@@ -123,6 +132,10 @@ class PassManager:
 
     def run(self, model: Model) -> tuple[Model, PipelineReport]:
         """Run every pass on a copy of `model`; the input model is never modified."""
+        with self.context if self.context is not None else PassContext():
+            return self._run(model)
+
+    def _run(self, model: Model) -> tuple[Model, PipelineReport]:
         self.check_order(model)
         work = model.copy()
         if self.dump_dir:
@@ -135,9 +148,7 @@ class PassManager:
         counts, records = input_counts, []
         for step, pass_ in enumerate(self.passes, 1):
             start = time.perf_counter()
-            if work.opset < pass_.min_opset:
-                work = convert_opset(work, pass_.min_opset)
-            result = pass_.run(work)
+            result = _run_pass(pass_, work, step)
             seconds = time.perf_counter() - start
             if result.changed:
                 work.invalidate()
@@ -165,6 +176,28 @@ class PassManager:
             records.append(record)
             counts = after
         return work, PipelineReport(records, input_counts, counts)
+
+
+def _run_pass(pass_: Pass, model: Model, step: int):
+    """`pass_.run(model)`, with any exception that is not yolograph's own turned into a PassError."""
+    try:
+        result = pass_.run(model)
+    except YoloGraphError:
+        raise
+    except (KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - the point: a user pass's bug must name the pass
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise PassError(
+            f"Pass {pass_.spec()!r} (step {step}) failed with {type(exc).__name__}"
+            + (f": {detail}" if detail else "")
+            + ". This is a bug in the pass or a model it does not handle; run with --debug for the traceback."
+        ) from exc
+    from yolograph.pipeline.passes import PassResult
+
+    if not isinstance(result, PassResult):
+        raise PassError(f"Pass {pass_.spec()!r} (step {step}) returned {type(result).__name__}, not a PassResult.")
+    return result
 
 
 def _establishing_hint(prop: str) -> str:

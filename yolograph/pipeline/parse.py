@@ -1,7 +1,10 @@
 """Textual pipelines: `fold-bn,cleanup,insert-qdq{profile=trt},calibrate{method=entropy,count=32}`.
 
 Options are typed by the pass's options dataclass: bool (true/false), int, float, str,
-Literal[...] choices, Optional[...] (`none`), and tuples of str separated by `|`.
+Literal[...] choices, Optional[...] (`none`), and tuples separated by `|` whose elements are
+converted to the tuple's element type (`tuple[int, ...]`: integers). Every option is checked here,
+when the pipeline is parsed (the dataclass's __post_init__, then the pass's validate()), so a bad
+option fails before any pass has run.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import types
 import typing
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
-from yolograph.errors import PipelineError
+from yolograph.errors import PipelineError, YoloGraphError
 from yolograph.pipeline.passes import Pass, get_pass
 
 
@@ -52,7 +55,9 @@ def _parse_step(step: str) -> Pass:
         raise PipelineError(f"Options of {name!r} must be closed by '}}': {step!r}.")
     pass_cls = get_pass(name)
     raw = _parse_options_text(name, rest[:-1]) if rest else {}
-    return pass_cls(build_options(pass_cls, raw))
+    pass_ = pass_cls(build_options(pass_cls, raw))
+    pass_.validate()
+    return pass_
 
 
 def _parse_options_text(name: str, text: str) -> dict[str, str]:
@@ -77,8 +82,11 @@ def build_options(pass_cls: type[Pass], raw: dict[str, Any]) -> Any:
         values[key] = convert_value(pass_cls.name, key, value, hints[key]) if isinstance(value, str) else value
     try:
         return pass_cls.Options(**values)
-    except (TypeError, ValueError) as exc:
-        raise PipelineError(f"Bad options for pass {pass_cls.name!r}: {exc}") from exc
+    except PipelineError:
+        raise
+    except (TypeError, ValueError, YoloGraphError) as exc:
+        reason = str(exc).rstrip(".")
+        raise PipelineError(f"Bad options for pass {pass_cls.name!r}: {reason}.") from exc
 
 
 def describe_type(hint: Any) -> str:
@@ -108,7 +116,8 @@ def convert_value(pass_name: str, key: str, text: str, hint: Any) -> Any:
                 return choice
         raise fail("one of " + ", ".join(map(str, choices)))
     if origin in (tuple, list):
-        return tuple(part for part in text.split("|") if part)
+        element = _element_type(hint)
+        return tuple(convert_value(pass_name, key, part, element) for part in text.split("|") if part)
     if hint is bool:
         lowered = text.lower()
         if lowered in ("true", "1", "yes", "on"):
@@ -127,6 +136,12 @@ def convert_value(pass_name: str, key: str, text: str, hint: Any) -> Any:
         except ValueError:
             raise fail("a number") from None
     return text
+
+
+def _element_type(hint: Any) -> Any:
+    """The element type of tuple[X, ...] / list[X] (str when unparameterised or heterogeneous)."""
+    args = [a for a in get_args(hint) if a is not Ellipsis]
+    return args[0] if len(set(args)) == 1 else str
 
 
 def _is_optional(hint: Any) -> bool:

@@ -130,11 +130,16 @@ class Pass:
     requires: ClassVar[frozenset[str]] = frozenset()
     establishes: ClassVar[frozenset[str]] = frozenset()
     removes: ClassVar[frozenset[str]] = frozenset()
-    # The manager converts the model up to this opset (onnx's version converter) before running.
-    min_opset: ClassVar[int] = 0
 
     def __init__(self, options: Any = None) -> None:
         self.options = options if options is not None else self.Options()
+
+    def validate(self) -> None:
+        """Check options that need more than their dataclass can (e.g. data that must be given).
+
+        Called when the pipeline is parsed, before any pass runs; raise a YoloGraphError. Per-field
+        checks belong in the options dataclass's __post_init__ (raise ValueError there).
+        """
 
     def run(self, model: Model) -> PassResult:
         raise NotImplementedError
@@ -213,19 +218,31 @@ def register_pass(
     """
 
     def decorate(target: Any) -> Any:
-        if name in _REGISTRY:
-            raise PipelineError(f"A pass named {name!r} is already registered ({_REGISTRY[name].__module__}).")
-        if isinstance(target, type) and issubclass(target, Pass):
+        is_class = isinstance(target, type) and issubclass(target, Pass)
+        # Its own docstring: an inherited one (Pass's) would describe every pass as "Base class of ...".
+        if not (target.__dict__.get("__doc__") if is_class else target.__doc__):
+            raise PipelineError(f"Pass {name!r} needs a docstring of its own that says what it does and "
+                                "what it preserves.")
+        known = _REGISTRY.get(name)
+        identity = (target.__module__, target.__qualname__)
+        if known is not None and _origin(known) != identity:
+            raise PipelineError(f"A pass named {name!r} is already registered ({known.__module__}); pick another name.")
+        if is_class:
             target.name = name
             cls = target
         else:
             cls = _function_pass(name, target, options, contract, requires, establishes, removes)
-        if not inspect.getdoc(cls):
-            raise PipelineError(f"Pass {name!r} needs a docstring that states its contract.")
-        _REGISTRY[name] = cls
-        return target if not isinstance(target, type) else cls
+        if not dataclasses.is_dataclass(cls.Options):
+            raise PipelineError(f"Pass {name!r}: its Options must be a dataclass.")
+        _REGISTRY[name] = cls  # the same pass registered again (its module imported twice) replaces itself
+        return target if not is_class else cls
 
     return decorate
+
+
+def _origin(cls: type[Pass]) -> tuple[str, str]:
+    """Where a registered pass was defined: the class, or the function a function pass wraps."""
+    return getattr(cls, "_origin", (cls.__module__, cls.__qualname__))
 
 
 def _function_pass(name, function, options, contract, requires, establishes, removes) -> type[Pass]:
@@ -245,6 +262,7 @@ def _function_pass(name, function, options, contract, requires, establishes, rem
             "establishes": frozenset(establishes),
             "removes": frozenset(removes),
             "run": run,
+            "_origin": (function.__module__, function.__qualname__),
         },
     )
 

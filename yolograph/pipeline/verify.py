@@ -80,3 +80,36 @@ def run_groups(model: Model, feeds: Sequence[Feed]) -> list[np.ndarray]:
     runner = OrtRunner(model)
     per_feed = [output_groups(model, runner.run(feed)) for feed in feeds]
     return [np.stack([groups[i] for groups in per_feed]) for i in range(len(per_feed[0]))]
+
+
+def confident_group_sqnr(model: Model, reference: Sequence[list[np.ndarray]], candidate: Sequence[list[np.ndarray]],
+                         min_score: float = 0.05) -> dict[str, float]:
+    """SQNR (dB) of each output group of `candidate` against `reference` (per-input output lists).
+
+    Anchor-wise groups (box, scores, mask coefficients, keypoints, angle) are measured only on the
+    anchors where the reference's best score is >= `min_score`: what a user keeps after thresholding;
+    the thousands of background anchors would otherwise dominate the error. Where no anchor reaches it,
+    all anchors count.
+    """
+    from yolograph.pipeline.passes import sqnr_db
+
+    results: dict[str, float] = {}
+    for position, info in enumerate(model.outputs):
+        groups = model.facts.groups_of(info.name)
+        scores = next((g for g in groups if g.role == "scores"), None)
+        ref_all = np.concatenate([outs[position] for outs in reference])
+        new_all = np.concatenate([outs[position] for outs in candidate])
+        confident = None
+        if scores is not None and ref_all.ndim == 3:
+            confident = scores.take(ref_all).max(axis=1) >= min_score  # [images, anchors]
+            if not confident.any():
+                confident = None
+        for group in groups or ():
+            ref, new = group.take(ref_all), group.take(new_all)
+            if group.anchor_wise and confident is not None:
+                ref = np.moveaxis(ref, -1, 1)[confident]  # [confident anchors, rows]
+                new = np.moveaxis(new, -1, 1)[confident]
+            results[group.label] = sqnr_db(ref, new)
+        if not groups:
+            results[info.name] = sqnr_db(ref_all, new_all)
+    return results

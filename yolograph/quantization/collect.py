@@ -10,6 +10,7 @@ import numpy as np
 from yolograph.errors import DataError
 from yolograph.ir.model import Model
 from yolograph.progress import track
+from yolograph.runtime.ort import PASS_THREADS, OrtOptions, OrtRunner
 
 Visitor = Callable[[str, np.ndarray], None]
 
@@ -23,12 +24,11 @@ def model_input_size(model: Model) -> tuple[int, int]:
 
 
 def stream_tensors(model: Model, tensor_names: list[str], inputs: Iterable[np.ndarray], visit: Visitor,
-                   label: str = "calibrate", total: int | None = None, threads: int = 2) -> int:
+                   label: str = "calibrate", total: int | None = None, threads: int = PASS_THREADS) -> int:
     """Run `model` (which must expose `tensor_names` as outputs) on each input and call visit(name, value).
 
     Returns the number of inputs. Raises DataError when there are none.
     """
-    from yolograph.runtime import OrtOptions, OrtRunner
     from yolograph.layout.io import input_from_nchw
 
     runner = OrtRunner(model, OrtOptions(threads=threads))

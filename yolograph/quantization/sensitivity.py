@@ -21,6 +21,7 @@ import onnx_graphsurgeon as gs
 from yolograph.errors import PipelineError
 from yolograph.ir.graph_view import constant_value
 from yolograph.ir.model import Model
+from yolograph.runtime.ort import PASS_THREADS, OrtOptions, OrtRunner
 from yolograph.pipeline.passes import sqnr_db
 from yolograph.pipeline.verify import output_groups
 from yolograph.progress import track
@@ -202,9 +203,8 @@ def _fake_quantize(graph: gs.Graph, tensor: gs.Variable, scale: gs.Constant, zer
 
 
 def _run(model: Model, inputs: Sequence[np.ndarray], names: Sequence[str] | None = None) -> list[list[np.ndarray]]:
-    from yolograph.runtime import OrtOptions, OrtRunner
 
-    runner = OrtRunner(model, OrtOptions(threads=2))
+    runner = OrtRunner(model, OrtOptions(threads=PASS_THREADS))
     wanted = list(names) if names else runner.output_names
     return [runner.session.run(wanted, {runner.input_names[0]: x}) for x in inputs]
 
@@ -284,11 +284,10 @@ def run_sensitivity(
     full = group_sqnr(float_model, _run(float_model, inputs), _run(quantized, inputs))
     report = SensitivityReport(rows, float(min(full)), images=images, pipeline=pipeline)
     if map_images:
-        from yolograph.runtime import OrtOptions, OrtRunner
         from yolograph.evaluation import evaluate
 
         def score(m: Model) -> float:
-            return evaluate(OrtRunner(m, OrtOptions(threads=2)).predict, data, images=map_images).map50_95
+            return evaluate(OrtRunner(m, OrtOptions(threads=PASS_THREADS)).predict, data, images=map_images).map50_95
 
         report.float_map50_95 = score(float_model)
         report.quantized_map50_95 = score(quantized)

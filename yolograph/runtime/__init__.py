@@ -5,7 +5,7 @@ Core infrastructure: the pass manager, calibration, pruning and evaluation run m
 """
 
 from yolograph.runtime.feeds import Feed, InputSpec, as_feed, random_feed
-from yolograph.runtime.ort import OrtOptions, OrtRunner
+from yolograph.runtime.ort import PASS_THREADS, OrtOptions, OrtRunner
 from yolograph.runtime.timing import LatencyStats, interleaved_times, isolated_times, measure, summarize_ms
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "LatencyStats",
     "OrtOptions",
     "OrtRunner",
+    "PASS_THREADS",
     "as_feed",
     "interleaved_times",
     "isolated_times",

@@ -17,6 +17,11 @@ from yolograph.runtime.feeds import Feed, InputSpec, as_feed, random_feed
 from yolograph.runtime.timing import LatencyStats, measure
 
 
+# The threads of the float runs passes and libraries make (calibration, sensitivity, reconstruction):
+# a fixed count keeps their statistics reproducible across machines, since ORT's reductions split by thread.
+PASS_THREADS = 2
+
+
 @dataclass(frozen=True)
 class OrtOptions:
     threads: int = 0  # 0: ONNX Runtime's default (all physical cores)
