@@ -33,7 +33,7 @@ GROUPS: dict[str, dict[str, slice]] = {
 }
 # Metadata a downstream reader uses; the export's values must survive lowering unchanged.
 EXPORT_METADATA_KEYS = (
-    "task", "head", "stride", "imgsz", "names", "batch", "channels", "end2end", "kpt_shape", "version", "license",
+    "task", "head", "stride", "imgsz", "names", "batch", "channels", "end2end", "kpt_shape", "version", "license", "docs",
 )  # fmt: skip
 
 needs_fixtures = pytest.mark.usefixtures("fixtures_dir")
@@ -111,15 +111,16 @@ def test_lowered_variant_keeps_the_export_metadata(lowered, stem):
 
 
 @needs_fixtures
-def test_the_record_walker_also_reproduces_yolov8_detect():
+@pytest.mark.parametrize("stem", ["yolov8n-rand", "yolov8s-rand-nc3"])
+def test_the_record_walker_also_reproduces_yolov8_detect(stem):
     # Stock YOLOv8 detect goes through the builder; the walker, run on the same checkpoint, must agree
-    # with the export too (it is what lowers every other model).
+    # with the export too (it is what lowers every other model, at any scale and class count).
     from yolograph.frontends.pt import read_checkpoint
     from yolograph.frontends.pt.lowering import lower_other, select_model_record
 
-    checkpoint = read_checkpoint(fixtures() / "yolov8n-rand.pt")
+    checkpoint = read_checkpoint(fixtures() / f"{stem}.pt")
     model = lower_other(checkpoint, select_model_record(checkpoint))
-    io = np.load(fixtures() / "yolov8n-rand.io.npz")
+    io = np.load(fixtures() / f"{stem}.io.npz")
     outputs = run_ort(model, io["images"].astype(np.float32))
     ratios = error_ratios(outputs, [io["output0"]], {"box": slice(0, 4), "cls": slice(4, None)})
     assert max(ratios.values()) <= TOLERANCE, ratios
