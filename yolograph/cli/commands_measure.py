@@ -11,9 +11,12 @@ from yolograph.cli.common import MODEL_HELP, check_outputs, non_negative_int, po
 def register(sub: argparse._SubParsersAction) -> None:
     from yolograph.runtime.backend import registered_backends
 
-    p = sub.add_parser("eval", help="mAP50-95 and mAP50 on a YOLO-format dataset")
+    p = sub.add_parser("eval", help="accuracy of any task on labelled images, or agreement with a reference model")
     p.add_argument("model", help=MODEL_HELP + ", or a compiled backend artifact")
-    p.add_argument("--data", required=True, help="dataset root, images folder or ultralytics dataset yaml")
+    p.add_argument("--data", required=True, help="dataset root, images folder or ultralytics dataset yaml "
+                   "(classify: a folder per class)")
+    p.add_argument("--reference", help="label-free: score against this model's predictions with score >= 0.25 "
+                   "(e.g. the float model), so no labels are needed")
     p.add_argument("--images", help="index range A:B of the sorted images, e.g. 32:128")
     p.add_argument("--threads", type=non_negative_int, default=0, help="threads (0: the runtime's default)")
     p.add_argument("--json", action="store_true")
@@ -40,11 +43,27 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from yolograph.evaluation import evaluate, open_dataset, parse_index_range
-    from yolograph.runtime.backend import open_runner
+    from yolograph.evaluation.fidelity import agreement, evaluate_task
+    from yolograph.evaluation.inference import TaskModel
 
-    runner, imgsz = open_runner(args.model, threads=args.threads)
+    model = TaskModel.open(args.model, threads=args.threads, name=f"the model {args.model}")
+    if args.reference:
+        score = agreement(model, args.reference, args.data, args.images, threads=args.threads)
+        if args.json:
+            print_json({**score.to_json(), "agreement": score.value, "reference": args.reference})
+        else:
+            print(f"agreement with {args.reference}: {score.line()}")
+        return 0
+    if model.task != "detect":
+        score = evaluate_task(model, args.data, args.images)
+        if args.json:
+            print_json({**score.to_json(), **({"map50_95": score.value, "map50": score.value50}
+                                              if score.value50 is not None else {})})
+        else:
+            print(score.line())
+        return 0
     dataset = open_dataset(args.data)
-    result = evaluate(runner.predict, dataset, imgsz=imgsz, images=parse_index_range(args.images))
+    result = evaluate(model.runner.predict, dataset, imgsz=model.imgsz, images=parse_index_range(args.images))
     if args.json:
         print_json(result.to_json())
     else:

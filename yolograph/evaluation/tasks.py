@@ -89,7 +89,7 @@ def layout_from_outputs(metadata: Mapping[str, str], output_shapes: Sequence[Seq
 def check_same_layout(candidate: TaskLayout, reference: TaskLayout) -> None:
     """A candidate is scored against a reference of the same task, class count and keypoints only."""
     if candidate.task != reference.task:
-        raise ModelError(f"The reference is a {reference.task} model but the candidate is {candidate.task}; "
+        raise ModelError(f"The reference is {_a(reference.task)} model but the candidate is {_a(candidate.task)} model; "
                          "compare two models of the same task.")
     if candidate.num_classes != reference.num_classes:
         raise ModelError(f"The reference has {reference.num_classes} classes but the candidate "
@@ -150,3 +150,7 @@ def _class_count(names: dict[int, str], rows: int, source: str) -> int:
 def _shape_error(source: str, task: str, shape: tuple[int, ...], expected: str) -> ModelError:
     return ModelError(f"{source} is a {task} model but its first output has shape {list(shape)}, not "
                       f"{expected}; pass the raw export (no NMS or end-to-end head inside the model).")
+
+
+def _a(task: str) -> str:
+    return f"an {task}" if task[0] in "aeiou" else f"a {task}"
