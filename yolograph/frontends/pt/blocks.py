@@ -25,6 +25,7 @@ from yolograph.frontends.pt.emitter import (
     child,
     concat,
     conv2d,
+    conv_transpose2d,
     maxpool2d,
     ordered_children,
     reshape,
@@ -68,6 +69,10 @@ def conv(em: Emitter, record: ModuleRecord, x: Value, key: str, scope: str) -> V
 
 def plain_conv2d(em: Emitter, record: ModuleRecord, x: Value, key: str, scope: str) -> Value:
     return conv2d(em, x, record, key, scope)
+
+
+def transposed_conv2d(em: Emitter, record: ModuleRecord, x: Value, key: str, scope: str) -> Value:
+    return conv_transpose2d(em, x, record, key, scope)
 
 
 def sequential(em: Emitter, record: ModuleRecord, x: Value, key: str, scope: str) -> Value:
@@ -208,6 +213,7 @@ BLOCKS: dict[str, Handler] = {
     "Conv": conv,
     "DWConv": conv,
     "Conv2d": plain_conv2d,
+    "ConvTranspose2d": transposed_conv2d,
     "Sequential": sequential,
     "ModuleList": sequential,
     "Identity": identity,

@@ -36,7 +36,6 @@ from yolograph.frontends.pt.emitter import (
     child,
     concat,
     conv2d,
-    conv_transpose2d,
     ordered_children,
     reshape,
     slice_axis,
@@ -202,11 +201,8 @@ def segment(
         raise ModelError(f"unsupported: {proto.type_name} as the mask prototype branch at {key}; Proto only.")
     protos = feats[0]
     for name in ("cv1", "upsample", "cv2", "cv3"):
-        part = child(proto, name, f"{key}.proto")
-        if part.type_name == "ConvTranspose2d":
-            protos = conv_transpose2d(em, protos, part, f"{key}.proto.{name}", f"{scope}/proto/{name}")
-        else:
-            protos = lower_block(em, part, protos, f"{key}.proto.{name}", f"{scope}/proto/{name}")
+        part = child(proto, name, f"{key}.proto")  # Conv, ConvTranspose2d x2 upsampling, Conv, Conv
+        protos = lower_block(em, part, protos, f"{key}.proto.{name}", f"{scope}/proto/{name}")
     return [_named_output(detections, "output0"), _named_output(protos, "output1")]
 
 
@@ -291,4 +287,4 @@ HEADS: dict[str, tuple[str, HeadHandler]] = {
 }
 
 # Modules that only occur inside a head (lowered by the head, not as blocks).
-HEAD_PARTS = frozenset({"DFL", "Proto", "ConvTranspose2d", "AdaptiveAvgPool2d", "Dropout", "Linear"})
+HEAD_PARTS = frozenset({"DFL", "Proto", "AdaptiveAvgPool2d", "Dropout", "Linear"})

@@ -14,7 +14,7 @@ the input/output names, shapes and metadata_props of the ultralytics ONNX export
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -31,6 +31,10 @@ OPSET = 17
 IR_VERSION = 8
 MODEL_TYPES = frozenset({"DetectionModel", "SegmentationModel", "PoseModel", "OBBModel", "ClassificationModel"})
 LAYER_ONLY = frozenset({"Concat", "BatchNorm2d"})
+# Not named in the "what is supported" sentence: torch containers and primitives every block uses.
+TORCH_CONTAINERS_AND_PRIMITIVES = frozenset(
+    {"Sequential", "ModuleList", "Identity", "Conv2d", "ConvTranspose2d", "MaxPool2d"}
+)
 SUPPORTED_MODULES = (
     frozenset(BLOCKS) | frozenset(HEADS) | HEAD_PARTS | frozenset(ACTIVATIONS) | LAYER_ONLY | MODEL_TYPES
 )
@@ -42,16 +46,25 @@ def unsupported_modules(record: ModuleRecord) -> list[str]:
 
 
 def check_supported(record: ModuleRecord) -> None:
+    """ModelError naming every module of the tree yolograph cannot lower, and what it can."""
     unknown = unsupported_modules(record)
     if unknown:
+        blocks = sorted((set(BLOCKS) - TORCH_CONTAINERS_AND_PRIMITIVES) | {"Concat"})
+        heads = list(HEADS)
         raise ModelError(
             f"unsupported: {', '.join(unknown)}. yolograph lowers ultralytics YOLOv8 / YOLO11 / YOLO26 checkpoints "
-            f"made of {', '.join(sorted(set(BLOCKS) - {'Sequential', 'ModuleList', 'Identity', 'Conv2d'}))} with a "
-            f"{', '.join(HEADS)} head; export this model to ONNX with ultralytics instead."
+            f"made of {', '.join(blocks)} with a {', '.join(heads[:-1])} or {heads[-1]} head; "
+            "export this model to ONNX with ultralytics instead."
         )
 
 
-def lower_tree(checkpoint: Checkpoint, record: ModuleRecord, *, imgsz: tuple[int, int], names_for) -> Model:
+def lower_tree(
+    checkpoint: Checkpoint,
+    record: ModuleRecord,
+    *,
+    imgsz: tuple[int, int],
+    names_for: Callable[[int], dict[int, str]],
+) -> Model:
     """The IR Model of `record` (unfused BN, export names and metadata); `names_for(nc)` gives the class names."""
     check_supported(record)
     layers = _layers(record)
