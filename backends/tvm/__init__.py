@@ -58,8 +58,10 @@ def is_artifact(path: Path) -> bool:
 
 @dataclass(frozen=True)
 class TvmOptions:
-    target: str | None = field(default=None, metadata={
-        "help": "tvm: 'llvm -mcpu=... -num-cores=N' or 'cuda -arch=sm_90' (default: this CPU)"})
+    # Named tvm_target (flag --tvm-target) because `compile --target` names a deployment target
+    # (yolograph.targets); `--target 'llvm ...'` still works there, with a deprecation line.
+    tvm_target: str | None = field(default=None, metadata={
+        "help": "tvm: TVM target string, 'llvm -mcpu=... -num-cores=N' or 'cuda -arch=sm_90' (default: this CPU)"})
     tune_trials: int = field(default=0, metadata={
         "help": "tvm: tune: measure the analytic CPU schedules, then N MetaSchedule trials on the remaining "
                 "kernels (0: no tuning; untuned CPU kernels get the analytic schedules)"})
@@ -83,7 +85,7 @@ class TvmBackend(Backend):
     extra = "tvm"
 
     def compile(self, model: Model, output: Path, options: TvmOptions) -> Path:
-        return compile_model(model, output, target=options.target, tune_trials=options.tune_trials,
+        return compile_model(model, output, target=options.tvm_target, tune_trials=options.tune_trials,
                              tune_seconds=options.tune_seconds,
                              tuning_db=Path(options.tuning_db) if options.tuning_db else None,
                              rpc=options.rpc, layout=options.layout)

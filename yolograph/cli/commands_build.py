@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from yolograph.cli.common import MODEL_HELP, add_backend_flags, backend_values, check_outputs, non_negative_int, print_json
+from yolograph.cli.commands_targets import add_target_flags, resolve_plan
+from yolograph.cli.common import MODEL_HELP, add_backend_flags, check_outputs, non_negative_int, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,19 +16,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("compile", help="run a pass pipeline and write the result (ONNX or a backend artifact)")
     p.add_argument("model", nargs="?", help=MODEL_HELP)
-    p.add_argument("-p", "--pipeline", required=True, help="e.g. 'fold-bn,cleanup,insert-qdq{profile=trt}'")
+    p.add_argument("-p", "--pipeline", help="e.g. 'fold-bn,cleanup,insert-qdq{profile=trt}' (or --target NAME)")
     p.add_argument("-o", "--output", required=True, help="output .onnx (ort) or backend artifact path")
     p.add_argument("--verify", action="store_true", help="check every pass's contract against ONNX Runtime")
     p.add_argument("--verify-input", action="append", default=[], metavar="NPY",
                    help="extra .npy input tensor for --verify (repeatable)")
     p.add_argument("--report", help="write the per-pass report as JSON")
     p.add_argument("--dump-dir", help="write the model after each pass into this folder")
-    p.add_argument("--backend", default="ort", choices=sorted(registered_backends()))
+    p.add_argument("--backend", default=None, choices=sorted(registered_backends()),
+                   help="default: the --target's backend, else ort")
     p.add_argument("--bench", type=non_negative_int, default=0, metavar="N",
                    help="time N runs of the input and the output model side by side (ort)")
     p.add_argument("--eval-data", help="also score mAP50-95 of the input and output model on this dataset (ort)")
     p.add_argument("--eval-images", help="index range A:B of --eval-data images, e.g. 32:128")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_target_flags(p)
     add_backend_flags(p)
     p.set_defaults(handler=cmd_compile)
 
@@ -44,8 +47,11 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
     check_outputs({"output (-o)": args.output, "--report file": args.report}, {"--dump-dir folder": args.dump_dir},
                   inputs=(args.model,))
-    manager = PassManager(args.pipeline, verify=args.verify, dump_dir=args.dump_dir)  # parse before loading
-    options = backend_options(args.backend, backend_values(args))
+    plan = resolve_plan(args)
+    manager = PassManager(plan.pipeline, verify=args.verify, dump_dir=args.dump_dir)  # parse before loading
+    options = backend_options(plan.backend, plan.backend_values)
+    if plan.target and not args.json:
+        print(plan.line(), flush=True)  # before the work: the user sees what runs
     model = load_model(args.model)
     verify_inputs = []
     for path in args.verify_input:
@@ -56,10 +62,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
         verify_inputs.append({model.inputs[0].name: array.astype(model.inputs[0].dtype)})
     manager.verify_inputs = verify_inputs
     result, report = manager.run(model)
-    artifact = compile_for_backend(args.backend, result, Path(args.output), options)
+    artifact = compile_for_backend(plan.backend, result, Path(args.output), options)
     summary = summarize(result)
-    output: dict[str, Any] = {"output": str(artifact), "backend": args.backend, "summary": summary,
-                              "report": report.to_json()}
+    output: dict[str, Any] = {"output": str(artifact), "backend": plan.backend, "summary": summary,
+                              "report": report.to_json(), "target": plan.target, "pipeline": plan.pipeline}
     comparison = None
     if args.bench or args.eval_data:
         from yolograph.inspection.compare import compare_models
