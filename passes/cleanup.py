@@ -46,7 +46,9 @@ def remove_no_ops(graph: gs.Graph) -> int:
     for node in [n for n in graph.nodes if n.op in NO_OP_TYPES]:
         source, output = node.inputs[0], node.outputs[0]
         # An Identity from a graph input straight to a graph output is the only way to alias them.
-        if (output in graph.outputs and source in graph.inputs) or any(t.outputs for t in node.outputs[1:]):
+        # So is an Identity between two graph outputs: each keeps its name.
+        if (output in graph.outputs and (source in graph.inputs or source in graph.outputs)) or any(
+                t.outputs for t in node.outputs[1:]):
             continue
         replace_all_uses(graph, output, source)
         node.outputs.clear()

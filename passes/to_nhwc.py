@@ -146,6 +146,10 @@ def _check(model: Model, options: ToNhwcOptions) -> None:
         raise PassError("to-nhwc options input=uint8 and channels=bgr describe camera frames and need io=true.")
     if options.io and not _image_inputs(model):
         raise PassError("to-nhwc{io=true} needs a 4-D float image input [N,C,H,W]; use io=false for this model.")
+    not_rgb = [t.name for t in _image_inputs(model) if int(t.shape[1]) != 3] if options.io else []
+    if options.channels == "bgr" and not_rgb:
+        raise PassError(f"to-nhwc{{channels=bgr}} flips 3 colour channels, but input(s) {not_rgb} do not have 3; "
+                        "leave channels=rgb for this model.")
 
 
 def _image_inputs(model: Model) -> list[gs.Variable]:
@@ -159,7 +163,8 @@ def _insert_preprocessing(graph: gs.Graph, stored: gs.Variable, options: ToNhwcO
         return
     name, consumers = stored.name, list(stored.outputs)
     perms = {tuple(c.attrs["perm"]) for c in consumers if c.op == "Transpose"}
-    transpose_first = len(perms) == 1 and all(c.op == "Transpose" for c in consumers) and stored not in graph.outputs
+    transpose_first = (len(perms) == 1 and all(c.op == "Transpose" for c in consumers) and stored not in graph.outputs
+                       and not any(c.outputs[0] in graph.outputs for c in consumers))  # those keep their producer
     frame = gs.Variable(name, dtype=np.uint8 if options.input == "uint8" else stored.dtype, shape=list(stored.shape))
     stored.name = f"{name}/float"
     graph.inputs[graph.inputs.index(stored)] = frame

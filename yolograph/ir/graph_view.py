@@ -51,7 +51,15 @@ def replace_all_uses(graph: gs.Graph, old: gs.Variable, new: gs.Tensor) -> None:
         for index, tensor in enumerate(consumer.inputs):
             if tensor is old:
                 consumer.inputs[index] = new
+    if old in graph.outputs and (new in graph.outputs or new in graph.inputs or not isinstance(new, gs.Variable)):
+        # `new` already has a name the model exposes (or is a constant): renaming it would change
+        # another input's or output's name, so `old` stays an output, computed as Identity(new).
+        old.inputs.clear()
+        graph.nodes.append(gs.Node("Identity", f"{old.name}/alias", inputs=[new], outputs=[old]))
+        return
     if old in graph.outputs:
         position = graph.outputs.index(old)
+        new.dtype = new.dtype if new.dtype is not None else old.dtype  # a graph output needs its type
+        new.shape = new.shape if new.shape is not None else old.shape
         old.name, new.name = f"{old.name}.replaced", old.name
         graph.outputs[position] = new

@@ -312,6 +312,7 @@ class LayoutPropagation:
 
     def _restore_outputs(self) -> None:
         """Graph outputs keep their original layout and name."""
+        exposed = {id(t) for t in self.graph.inputs} | {id(t) for t in self.graph.outputs}
         for position, output in enumerate(list(self.graph.outputs)):
             if id(output) not in self.tensors:
                 continue
@@ -320,7 +321,15 @@ class LayoutPropagation:
                 continue
             name = output.name
             output.name = self._unique(f"{name}/{_tag(self.tensors[id(output)].native)}")
+            if id(version) in exposed or not isinstance(version, gs.Variable):
+                # Another input's or output's own tensor (e.g. through an absorbed identity Transpose):
+                # renaming it would rename that one, so this output becomes a copy of it.
+                alias = gs.Variable(name, dtype=output.dtype)
+                self.new_nodes.append(gs.Node("Identity", self._unique_node(f"{name}/alias"), inputs=[version],
+                                              outputs=[alias]))
+                version = alias
             version.name = name
+            exposed.add(id(version))
             version.dtype = output.dtype
             version.shape = list(self.shapes[id(output)]) if self.shapes.get(id(output)) else output.shape
             self.graph.outputs[position] = version
