@@ -111,6 +111,16 @@ def test_lowered_variant_keeps_the_export_metadata(lowered, stem):
 
 
 @needs_fixtures
+@pytest.mark.parametrize("stem", list(GROUPS))
+def test_lowered_variant_has_the_facts_of_its_export(lowered, stem):
+    # What passes and evaluation read from a model (task, head branches, output row groups, decode
+    # nodes, keypoint shape, ...) is the same whether it came from the .pt or from the export.
+    from yolograph.frontends import load_model
+
+    assert lowered(stem, True).facts.summary() == load_model(VARIANTS / f"{stem}.onnx").facts.summary()
+
+
+@needs_fixtures
 @pytest.mark.parametrize("stem", ["yolov8n-rand", "yolov8s-rand-nc3"])
 def test_the_record_walker_also_reproduces_yolov8_detect(stem):
     # Stock YOLOv8 detect goes through the builder; the walker, run on the same checkpoint, must agree
