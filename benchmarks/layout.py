@@ -12,7 +12,7 @@ alone in a fresh process per turn; TVM modules interleaved in this process):
 2. ORT CPU latency, NCHW vs NHWC model (FP32 and INT8 ort-cpu);
 3. TVM backend (llvm, untuned: analytic schedules) latency: the NCHW model compiled NCHW; compiled NHWC
    (relax ConvertLayout, the backend's CPU default); the to-nhwc model, its wrapping absorbed
-   (yolograph.layout.relax_absorb);
+   (yolograph.backends.tvm.relax_absorb);
 4. an end-to-end loop over coco128 images 32-127: read + letterbox, then either the float pipeline
    (BGR->RGB, HWC->CHW, /255 on the host, NCHW float model) or the raw letterboxed BGR uint8 frame into
    to-nhwc{input=uint8,channels=bgr} (all NHWC) and to-nhwc{internal=false,...} (only the input changed,
@@ -151,7 +151,7 @@ def _tvm_latency(base, args) -> dict:
     from yolograph.runtime import OrtOptions, OrtRunner
     from yolograph.backends.tvm import compile_model, load_runner
     from yolograph.backends.tvm.compile import lower_to_relax, resolve_options
-    from yolograph.layout.relax_absorb import layout_census
+    from yolograph.backends.tvm.relax_absorb import layout_census
     from yolograph.pipeline import run_pipeline
 
     nhwc_model, _ = run_pipeline(base, "to-nhwc{nchw_ops=Resize}", verify=True)

@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         row["warm_compile_s"] = round(time.perf_counter() - start, 1)
     for budget in [int(b) for b in args.budgets.split(",") if b.strip()]:
         from yolograph.backends.tvm.compile import lower_to_relax, resolve_options
-        from yolograph.backends.tvm.tuning import extract_tasks
+        from yolograph.backends.tvm.coverage import extract_tasks
 
         db = work / f"db-b{budget}"
         options = resolve_options(model, target=None, tune_trials=0, tune_seconds=None, tuning_db=db, rpc=None,

@@ -315,7 +315,7 @@ def test_tvm_relax_absorbs_the_wrapping(yolov8n):
     pytest.importorskip("tvm", reason="apache-tvm is not installed")
     from tvm.relax.frontend.onnx import from_onnx
 
-    from yolograph.layout.relax_absorb import absorb_nhwc_wraps, layout_census
+    from yolograph.backends.tvm.relax_absorb import absorb_nhwc_wraps, layout_census
 
     converted, _ = run_pipeline(yolov8n, "to-nhwc{nchw_ops=Resize},cleanup")
     module = from_onnx(converted.to_onnx(), keep_params_in_input=False)

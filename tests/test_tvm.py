@@ -120,7 +120,7 @@ def test_pinned_ffi_serializes_dtype_objects():
     """apache-tvm-ffi 0.1.15 segfaults in save_json on any object with a dtype; the pin must not."""
     from importlib.metadata import version
 
-    from yolograph.backends.tvm.tuning import check_serialization
+    from yolograph.backends.tvm.tune import check_serialization
 
     assert version("apache-tvm-ffi") == "0.1.14.post1"
     check_serialization()  # raises BackendError if the forked probe crashes

@@ -91,7 +91,7 @@ def test_every_tile_computes_the_same_conv(tile):
     import tvm
 
     from yolograph.backends.tvm.compile import lower_to_relax, resolve_options
-    from yolograph.backends.tvm.tuning import fused_module
+    from yolograph.backends.tvm.coverage import fused_module
 
     model = conv_chain_model(8, 48, 24, residual=False)
     options = resolve_options(model, target="llvm -num-cores=2", tune_trials=0, tune_seconds=None, tuning_db=None,
@@ -177,7 +177,7 @@ def test_tuning_measures_the_analytic_schedules_and_compiles_use_them(tmp_path):
 def test_arm_targets_get_neon_tiles_and_build():
     """An AArch64 cross target: 4-lane (NEON) conv tiles, and the module builds (running it needs an Arm host)."""
     from yolograph.backends.tvm.compile import build, lower_to_relax, resolve_options
-    from yolograph.backends.tvm.tuning import fused_module
+    from yolograph.backends.tvm.coverage import fused_module
 
     model = conv_chain_model(16, 32, 32, residual=False)
     options = resolve_options(model, target="llvm -mtriple=aarch64-linux-gnu -mcpu=cortex-a76 -num-cores=4",

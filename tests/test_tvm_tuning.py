@@ -19,7 +19,7 @@ from yolograph.runtime import OrtOptions, OrtRunner
 pytest.importorskip("tvm", reason="the tvm extra is not installed")
 
 from yolograph.backends import tvm as ytvm  # noqa: E402
-from yolograph.backends.tvm import tuning  # noqa: E402
+from yolograph.backends.tvm import coverage, database, tune  # noqa: E402
 from yolograph.backends.tvm.compile import lower_to_relax, resolve_options  # noqa: E402
 from yolograph.backends.tvm.target import parse_target, validate_target  # noqa: E402
 from yolograph.errors import BackendError  # noqa: E402
@@ -57,7 +57,7 @@ def test_budget_stops_tuning_and_records_are_reused(tmp_path):
     mod, target = lowered_nchw(model, db)
 
     # A 0.5 s budget with 2 candidates per round: the monitor stops the task after its first round.
-    report = tuning.tune(mod, target, db, trials=64, seconds=0.5, num_trials_per_iter=2)
+    report = tune.tune(mod, target, db, trials=64, seconds=0.5, num_trials_per_iter=2)
     assert report.tasks_total == 1 and report.stopped_by_budget
     assert 0 < report.trials_run < 64 and report.tasks_tuned_now == 1
     kept = records_in(db)
@@ -82,12 +82,12 @@ def test_packed_records_ship_to_a_fresh_database(tmp_path, monkeypatch):
     model = conv_silu_model(8, 8, 16)
     db = tmp_path / "db"
     mod, target = lowered_nchw(model, db)
-    tuning.tune(mod, target, db, trials=4, num_trials_per_iter=2)
-    key = tuning.target_key(target)
+    tune.tune(mod, target, db, trials=4, num_trials_per_iter=2)
+    key = database.target_key(target)
     shipped = tmp_path / "shipped"
-    sizes = tuning.pack_records(db / key, shipped / key)
+    sizes = database.pack_records(db / key, shipped / key)
     assert sizes == {"database_workload.json": 1, "database_tuning_record.json": 1}
-    monkeypatch.setattr(tuning, "SHIPPED_DIR", shipped)
+    monkeypatch.setattr(database, "SHIPPED_DIR", shipped)
     monkeypatch.setenv("YOLOGRAPH_TVM_TUNING_DB", str(tmp_path / "user-cache"))
     ytvm.compile_model(model, tmp_path / "shipped.so", layout="NCHW")
     sidecar = json.loads((tmp_path / "shipped.so.json").read_text())["tuning"]
@@ -133,32 +133,32 @@ def test_interrupted_tune_keeps_what_it_measured(tmp_path):
                        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])], inits)
     db = tmp_path / "db"
     mod, target = lowered_nchw(model, db)
-    assert len(tuning.extract_tasks(mod, target)) >= 2
+    assert len(coverage.extract_tasks(mod, target)) >= 2
 
     def interrupt(batch: int) -> None:
         if batch == 2:  # the first task's batch was built and sent to the runner, not yet joined
             raise KeyboardInterrupt
 
-    builder = tuning.ForkBuilder(max_workers=1, on_batch=interrupt)
+    builder = tune.ForkBuilder(max_workers=1, on_batch=interrupt)
     with pytest.raises(KeyboardInterrupt):
-        tuning.tune(mod, target, db, trials=40, num_trials_per_iter=2, builder=builder)
+        tune.tune(mod, target, db, trials=40, num_trials_per_iter=2, builder=builder)
     assert records_in(db) == 2
-    assert tuning.coverage(mod, target, db).tuned == 1
+    assert coverage.coverage_of(mod, target, db).tuned == 1
 
 
 def test_shipped_records_are_found_after_the_users_and_can_be_ignored(tmp_path, monkeypatch):
     target = validate_target(parse_target("llvm"))
-    key = tuning.target_key(target)
+    key = database.target_key(target)
     shipped = tmp_path / "shipped"
-    for name in {key, tuning.X86_SHIPPED_FALLBACK}:
+    for name in {key, database.X86_SHIPPED_FALLBACK}:
         (shipped / name).mkdir(parents=True)
         (shipped / name / "database_workload.json").write_text("")
-    monkeypatch.setattr(tuning, "SHIPPED_DIR", shipped)
-    dirs = tuning.database_dirs(tmp_path / "mine", target)
+    monkeypatch.setattr(database, "SHIPPED_DIR", shipped)
+    dirs = database.database_dirs(tmp_path / "mine", target)
     assert dirs[0] == tmp_path / "mine" / key and dirs[1] == shipped / key
-    if tuning._is_x86_avx2(target) and key != tuning.X86_SHIPPED_FALLBACK:
-        assert dirs[2] == shipped / tuning.X86_SHIPPED_FALLBACK
+    if database._is_x86_avx2(target) and key != database.X86_SHIPPED_FALLBACK:
+        assert dirs[2] == shipped / database.X86_SHIPPED_FALLBACK
     cross = validate_target(parse_target("llvm -mtriple=aarch64-linux-gnu -mcpu=cortex-a76"))
-    assert all(tuning.X86_SHIPPED_FALLBACK not in str(d) for d in tuning.database_dirs(None, cross))
+    assert all(database.X86_SHIPPED_FALLBACK not in str(d) for d in database.database_dirs(None, cross))
     monkeypatch.setenv("YOLOGRAPH_TVM_SHIPPED_RECORDS", "0")
-    assert tuning.database_dirs(tmp_path / "mine", target) == [tmp_path / "mine" / key]
+    assert database.database_dirs(tmp_path / "mine", target) == [tmp_path / "mine" / key]

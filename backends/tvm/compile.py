@@ -84,7 +84,7 @@ def resolve_options(model: Model, *, target, tune_trials, tune_seconds, tuning_d
                            "run the quantization passes (insert-qdq, calibrate) first.")
     if rpc is not None and not (tune_trials or tune_seconds):
         raise BackendError("--rpc only sets where tuning candidates are measured; add --tune-trials or --tune-seconds.")
-    from yolograph.backends.tvm.tuning import default_database_dir
+    from yolograph.backends.tvm.database import default_database_dir
 
     db = Path(tuning_db) if tuning_db is not None else default_database_dir()
     return CompileOptions(spec, tune_trials, tune_seconds, db, rpc, layout, bool(int8), analytic)
@@ -104,13 +104,14 @@ def compile_model(model: Model, output: Path, *, target: str | None = None, tune
     mod, facts = lower_to_relax(model, options)
     target_obj = validate_target(options.target)
 
-    from yolograph.backends.tvm import tuning
+    from yolograph.backends.tvm.coverage import coverage_of
+    from yolograph.backends.tvm.tune import tune
 
     tune_report = None
     if options.tunes:
-        tune_report = tuning.tune(mod, target_obj, options.tuning_db, trials=options.tune_trials,
-                                  seconds=options.tune_seconds, rpc=options.rpc, analytic=options.analytic)
-    coverage = tuning.coverage(mod, target_obj, options.tuning_db, analytic=options.analytic)
+        tune_report = tune(mod, target_obj, options.tuning_db, trials=options.tune_trials,
+                           seconds=options.tune_seconds, rpc=options.rpc, analytic=options.analytic)
+    coverage = coverage_of(mod, target_obj, options.tuning_db, analytic=options.analytic)
     if coverage.naive_flop_share >= NAIVE_WARNING_SHARE and not is_gpu(options.target):
         _note(f"TVM: {coverage.naive} conv kernels ({coverage.naive_flop_share:.0%} of the FLOPs) have neither a "
               "tuning record nor an analytic schedule and run as naive loops, which are slow; "
@@ -194,7 +195,8 @@ def build(mod, target, database_dir: Path | None, *, cpu_rules: bool = True):
     from tvm import relax
     from tvm.relax.transform import MetaScheduleApplyDatabase
 
-    from yolograph.backends.tvm.tuning import fusion_passes, open_database
+    from yolograph.backends.tvm.coverage import fusion_passes
+    from yolograph.backends.tvm.database import open_database
 
     database = open_database(database_dir, target, create=False)
     default_schedules = _default_schedules(target, cpu_rules)

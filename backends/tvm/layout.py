@@ -1,6 +1,6 @@
 """Compile conv2d in NHWC and count the layout transforms left.
 
-Uses yolograph.layout.relax_absorb (the Relax side of the to-nhwc pass): relax ConvertLayout puts
+Uses yolograph.backends.tvm.relax_absorb (the Relax side of the to-nhwc pass): relax ConvertLayout puts
 every conv2d in NHWC/HWIO, pools/resizes fed by NHWC data follow, consecutive permute_dims
 compose or cancel, and FoldConstant folds the weight layouts. On an NCHW model this converts the
 convs and leaves transposes at the boundaries; on a to-nhwc model it removes the
@@ -54,7 +54,7 @@ def convert_to_nhwc(mod):
     import tvm
     from tvm import relax
 
-    from yolograph.layout.relax_absorb import absorb_nhwc_wraps, layout_census
+    from yolograph.backends.tvm.relax_absorb import absorb_nhwc_wraps, layout_census
 
     before = layout_census(mod)
     # ConvertLayout first so the OIHW->OHWI weight permutes can be folded in numpy; absorb_nhwc_wraps
