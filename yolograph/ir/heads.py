@@ -29,7 +29,7 @@ import networkx as nx
 if TYPE_CHECKING:
     from yolograph.ir.model import Model
 
-LAYOUT_OPS = ("Transpose", "Reshape", "QuantizeLinear", "DequantizeLinear", "Identity")
+LAYOUT_OPS = ("Transpose", "Reshape", "QuantizeLinear", "DequantizeLinear", "Identity", "Cast")
 
 # Output group roles, and which are judged like coordinates (regressed values) or like scores (in [0,1]).
 COORDINATE_ROLES = ("box", "mask_coefficients", "prototypes", "keypoint_xy", "angle")
