@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if plan.target and not args.json:
         print(plan.line(), flush=True)  # before the work: the user sees what runs
     model = load_model(args.model)
+    from yolograph.ir.sanity import pipeline_warnings
+
+    for line in pipeline_warnings(model, [p.name for p in manager.passes]):
+        print(f"warning: {line}", file=sys.stderr)
     verify_inputs = []
     for path in args.verify_input:
         try:

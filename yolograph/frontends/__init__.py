@@ -1,7 +1,8 @@
 """Frontends: everything that turns a user's model reference into the IR.
 
 `load_model` is the one entry point: a path to an .onnx or ultralytics .pt file, a built-in
-architecture name (`yolov8n` ... `yolov8x`), or None for the built-in yolov8n.
+architecture name (`yolov8n` ... `yolov8x`), or None for the built-in yolov8n. Every model it returns
+has passed `yolograph.ir.sanity.check_model` (finite weights, a 4-D image input).
 """
 
 from __future__ import annotations
@@ -17,7 +18,18 @@ DEFAULT_MODEL = "yolov8n"
 
 
 def load_model(source: str | Path | None = None) -> Model:
-    """Load a model: None or 'yolov8n'-style names build the architecture, else read the file."""
+    """Load a model: None or 'yolov8n'-style names build the architecture, else read the file.
+
+    Raises ModelError when it cannot be read or fails the sanity checks (yolograph.ir.sanity).
+    """
+    from yolograph.ir.sanity import check_model
+
+    model = _load(source)
+    check_model(model, name=str(source) if source is not None else None)
+    return model
+
+
+def _load(source: str | Path | None) -> Model:
     reference = str(source) if source is not None else DEFAULT_MODEL
     match = BUILTIN_PATTERN.match(reference)
     if match and not Path(reference).exists():
