@@ -36,7 +36,7 @@ def read_task_labels(path: Path, layout: TaskLayout, image_shape: tuple[int, int
         cx, cy, w, h = rows[:, 1] * width, rows[:, 2] * height, rows[:, 3] * width, rows[:, 4] * height
         boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1).astype(np.float32)
         return _truth("detect", image_shape, boxes, rows[:, 0])
-    lines = _read_lines(path)
+    lines = _read_lines(path, check_range=layout.task != "pose")  # pose visibility flags are 0, 1, 2
     if layout.task == "segment":
         return _segment_labels(lines, path, image_shape, mask_scale)
     if layout.task == "pose":
@@ -64,8 +64,8 @@ def _truth(task: str, image_shape: tuple[int, int], boxes: np.ndarray, classes: 
                        np.asarray(classes).astype(np.int64), **extra)
 
 
-def _read_lines(path: Path) -> list[tuple[int, list[float]]]:
-    """(line number, values) of each non-empty line, class id checked and coordinates in 0..1."""
+def _read_lines(path: Path, check_range: bool = True) -> list[tuple[int, list[float]]]:
+    """(line number, values) of each non-empty line, class id checked and (`check_range`) values in 0..1."""
     if not path.exists():
         return []
     try:
@@ -83,11 +83,15 @@ def _read_lines(path: Path) -> list[tuple[int, list[float]]]:
             raise DataError(f"{where} has a value that is not a number ({line.strip()!r}); fix the line.") from None
         if values[0] < 0 or values[0] != int(values[0]):
             raise DataError(f"{where} has class {line.split()[0]!r}; class ids are integers >= 0.")
-        coords = np.array(values[1:])
-        if coords.size and (not np.all(np.isfinite(coords)) or coords.min() < 0.0 or coords.max() > 1.0):
-            raise DataError(f"{where} has coordinates outside 0..1 ({line.strip()!r}); labels must be normalised.")
+        if check_range:
+            _check_normalised(np.array(values[1:]), where, line)
         rows.append((number, values))
     return rows
+
+
+def _check_normalised(coords: np.ndarray, where: str, line: str) -> None:
+    if coords.size and (not np.all(np.isfinite(coords)) or coords.min() < 0.0 or coords.max() > 1.0):
+        raise DataError(f"{where} has coordinates outside 0..1 ({line.strip()!r}); labels must be normalised.")
 
 
 def _segment_labels(lines, path: Path, image_shape: tuple[int, int], mask_scale: float) -> Predictions:
@@ -119,9 +123,11 @@ def _pose_labels(lines, path: Path, image_shape: tuple[int, int], kpt_shape: tup
             raise DataError(f"line {number} of the label file {path} has {len(values)} values; a pose label of "
                             f"{count} keypoints is 'class cx cy w h' then {count} x {dims} keypoint values "
                             f"({5 + count * dims} values).")
+        given = np.array(values[5:]).reshape(count, -1)
+        _check_normalised(np.concatenate([values[1:5], given[:, :2].reshape(-1)]),
+                          f"line {number} of the label file {path}", " ".join(map(str, values)))
         cx, cy, w, h = values[1:5]
         boxes.append([(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height])
-        given = np.array(values[5:]).reshape(count, -1)
         xy = given[:, :2] * [width, height]
         # Two values a keypoint: a point at (0, 0) is Ultralytics' "not labelled".
         visible = given[:, 2] if given.shape[1] == 3 else (given[:, :2].sum(axis=1) > 0).astype(float)
