@@ -14,14 +14,14 @@ import sys
 import traceback
 
 from yolograph import progress
-from yolograph.cli import commands_build, commands_inspect, commands_measure, commands_predict, commands_targets
+from yolograph.cli import commands_build, commands_inspect, commands_measure, commands_predict, commands_report, commands_targets
 from yolograph.errors import YoloGraphError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 # Each module adds its subcommands with register(subparsers); the order is the order of `--help`.
-COMMAND_MODULES = (commands_inspect, commands_build, commands_measure, commands_predict, commands_targets)
+COMMAND_MODULES = (commands_inspect, commands_build, commands_measure, commands_predict, commands_report, commands_targets)
 
 
 class OneLineErrorParser(argparse.ArgumentParser):

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from yolograph.cli.commands_report import add_report_flags, write_report
 from yolograph.cli.commands_targets import add_target_flags, resolve_plan
 from yolograph.cli.common import MODEL_HELP, add_backend_flags, check_outputs, non_negative_int, print_json
 
@@ -31,6 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-data", help="also score mAP50-95 of the input and output model on this dataset (ort)")
     p.add_argument("--eval-images", help="index range A:B of --eval-data images, e.g. 32:128")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--html", metavar="REPORT.html",
+                   help="also write one self-contained HTML report (passes, diff, per-layer error, latency, accuracy, "
+                        "predictions; see `yolograph report`)")
+    add_report_flags(p)
     add_target_flags(p)
     add_backend_flags(p)
     p.set_defaults(handler=cmd_compile)
@@ -46,7 +51,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from yolograph.pipeline import PassManager
     from yolograph.runtime.backend import backend_options, compile_for_backend
 
-    check_outputs({"output (-o)": args.output, "--report file": args.report}, {"--dump-dir folder": args.dump_dir},
+    check_outputs({"output (-o)": args.output, "--report file": args.report, "--html file": args.html},
+                  {"--dump-dir folder": args.dump_dir},
                   inputs=(args.model,))
     plan = resolve_plan(args)
     manager = PassManager(plan.pipeline, verify=args.verify, dump_dir=args.dump_dir)  # parse before loading
@@ -78,6 +84,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
         comparison = compare_models(model, result, bench_runs=args.bench, data=args.eval_data,
                                     images=args.eval_images)
         output["comparison"] = comparison.to_json()
+    if args.html:
+        write_report(args, model, result, report, plan, artifact if plan.backend != "ort" else None, args.html)
+        output["html"] = args.html
     if args.report:
         write_bytes_atomic(args.report, json.dumps(report.to_json(), indent=2, default=str).encode())
     if args.json:
@@ -89,4 +98,6 @@ def cmd_compile(args: argparse.Namespace) -> int:
     for line in comparison.lines() if comparison else []:
         print(line)
     print(f"wrote    {artifact}")
+    if args.html:
+        print(f"wrote    {args.html}")
     return 0
