@@ -18,7 +18,10 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / "python"
-EXTRAS = "test,tvm,plot"
+EXTRAS = "test,tvm,plot,openvino,train"
+# PyTorch (the train extra) is pinned to the CPU build these machines carry (torch 2.13.0+cpu): the
+# package index's default Linux build pulls several GB of CUDA libraries.
+TORCH = "torch==2.13.0"
 
 
 def ensure_venv() -> None:
@@ -27,14 +30,14 @@ def ensure_venv() -> None:
         print(f"[dev] creating {VENV}", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
     stamp = VENV / ".yolograph-install"
-    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + EXTRAS.encode()).hexdigest()
+    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + (EXTRAS + TORCH).encode()).hexdigest()
     if stamp.exists() and stamp.read_text() == wanted:
         return
     print("[dev] installing yolograph and its dependencies into .venv (first run takes a few minutes)", flush=True)
     log = VENV / "install.log"
     pip = [str(PYTHON), "-m", "pip", "install", "--disable-pip-version-check"]
     with log.open("w") as handle:  # setuptools' build chatter goes to the log, shown only on failure
-        for args in (["--upgrade", "pip"], ["-e", f"{ROOT}[{EXTRAS}]"]):
+        for args in (["--upgrade", "pip"], [TORCH], ["-e", f"{ROOT}[{EXTRAS}]"]):
             if subprocess.run(pip + args, stdout=handle, stderr=subprocess.STDOUT).returncode != 0:
                 sys.stdout.write(log.read_text()[-5000:])
                 raise SystemExit(f"[dev] installing failed; the full log is {log}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import re
-import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,16 +48,20 @@ def test_backends_and_passes_depend_only_on_the_core_and_themselves():
             assert not [n for n in _imports(path) if n.startswith(f"yolograph.{other}")], path
 
 
-def test_every_package_is_listed_in_pyproject():
-    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    listed = set(config["packages"])
-    found = set()
-    for name, folder in config["package-dir"].items():
-        for init in (ROOT / folder).rglob("__init__.py"):
-            relative = init.parent.relative_to(ROOT / folder)
-            found.add(".".join([name, *relative.parts]))
-    assert found - listed == set(), "add these packages to pyproject.toml"
-    assert listed - found == set(), "these listed packages do not exist"
+def test_every_source_folder_is_a_package_the_build_finds():
+    """setup.py discovers packages; a folder of modules without __init__.py would silently not install."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("yolograph_setup", ROOT / "setup.py")
+    setup_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(setup_module)
+    found = set(setup_module.all_packages())
+    for name, folder in setup_module.SOURCES.items():
+        for directory in [ROOT / folder, *(ROOT / folder).rglob("*")]:
+            if directory.is_dir() and directory.name != "__pycache__" and any(directory.glob("*.py")):
+                assert (directory / "__init__.py").exists(), f"{directory.relative_to(ROOT)} needs an __init__.py"
+                package = ".".join([name, *directory.relative_to(ROOT / folder).parts])
+                assert package in found
 
 
 def test_modules_stay_small_unless_they_do_one_job():
