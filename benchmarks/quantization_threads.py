@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 
 from yolograph.runtime.timing import isolated_times
-from yolograph.runtime import OrtOptions, OrtRunner
 from yolograph.data import coco128, official_yolov8n
 from yolograph.frontends import load_model
 from yolograph.ir.serialization import save_model, write_bytes_atomic

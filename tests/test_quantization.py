@@ -7,7 +7,7 @@ import onnx
 import pytest
 
 from yolograph.runtime import OrtOptions, OrtRunner
-from yolograph.errors import DataError, PassError, PipelineError
+from yolograph.errors import DataError, PipelineError
 from yolograph.pipeline import run_pipeline
 from yolograph.pipeline.passes import sqnr_db
 from yolograph.pipeline.properties import UNCALIBRATED_KEY

@@ -105,6 +105,7 @@ def compile_model(model: Model, output: Path, *, target: str | None = None, tune
     target_obj = validate_target(options.target)
 
     from yolograph.backends.tvm.coverage import coverage_of
+    from yolograph.backends.tvm.database import database_dirs
     from yolograph.backends.tvm.tune import tune
 
     tune_report = None
@@ -134,7 +135,7 @@ def compile_model(model: Model, output: Path, *, target: str | None = None, tune
         "analytic_schedules": options.analytic,
         "tuning": {
             "database": str(options.tuning_db),
-            "databases_read": [str(p) for p in tuning.database_dirs(options.tuning_db, target_obj)
+            "databases_read": [str(p) for p in database_dirs(options.tuning_db, target_obj)
                                if (p / "database_workload.json").exists()],
             "tasks": coverage.total,
             "tuned_tasks": coverage.tuned,
