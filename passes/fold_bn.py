@@ -112,9 +112,16 @@ def _replace_with_mul_add(model: Model, bn: gs.Node, scale: np.ndarray, shift: n
     shape = model.shape_of(bn.inputs[0].name)
     rank = len(shape) if shape else 4
     broadcast = (1, -1) + (1,) * (rank - 2)
-    dtype = np.float32
+    dtype = _float_dtype(bn)  # float16 after to-fp16: a float32 constant would not type-check
     mul_out = gs.Variable(f"{bn.name}/Mul_output_0", dtype=dtype)
     mul = gs.Node("Mul", f"{bn.name}/Mul", inputs=[bn.inputs[0], gs.Constant(f"{bn.name}.scale", scale.reshape(broadcast).astype(dtype))], outputs=[mul_out])
     add = gs.Node("Add", f"{bn.name}/Add", inputs=[mul_out, gs.Constant(f"{bn.name}.shift", shift.reshape(broadcast).astype(dtype))], outputs=list(bn.outputs[:1]))
     bn.outputs.clear()
     graph.nodes.extend([mul, add])
+
+
+def _float_dtype(bn: gs.Node) -> np.dtype:
+    """The float type the BN computes in, read from its scale parameter (float32 unless stated)."""
+    gamma = constant_value(bn.inputs[1])
+    dtype = np.asarray(gamma).dtype if gamma is not None else np.dtype(np.float32)
+    return dtype if np.issubdtype(dtype, np.floating) else np.dtype(np.float32)

@@ -146,6 +146,10 @@ def _check(model: Model, options: ToNhwcOptions) -> None:
         raise PassError("to-nhwc options input=uint8 and channels=bgr describe camera frames and need io=true.")
     if options.io and not _image_inputs(model):
         raise PassError("to-nhwc{io=true} needs a 4-D float image input [N,C,H,W]; use io=false for this model.")
+    passed_through = [t.name for t in _image_inputs(model) if t in model.graph.outputs] if options.io else []
+    if passed_through:
+        raise PassError(f"Input(s) {passed_through} are also graph outputs, so to-nhwc{{io=true}} cannot store them "
+                        "NHWC and still return them NCHW under the same name; use io=false for this model.")
     not_rgb = [t.name for t in _image_inputs(model) if int(t.shape[1]) != 3] if options.io else []
     if options.channels == "bgr" and not_rgb:
         raise PassError(f"to-nhwc{{channels=bgr}} flips 3 colour channels, but input(s) {not_rgb} do not have 3; "

@@ -31,6 +31,7 @@ BASE_PASSES = ("fold-bn", "cleanup", "fast-dfl", "to-nhwc")
 TO_NHWC_VARIANTS = ("to-nhwc", "to-nhwc{io=false}", "to-nhwc{input=uint8,channels=bgr}",
                     "to-nhwc{nchw_ops=Resize}", "to-nhwc{internal=false}")
 OPTIONAL_PASSES = ("to-fp16",)  # fuzzed when registered
+LAST_PASSES = ("to-nhwc", "to-fp16")
 
 
 @dataclass(frozen=True)
@@ -70,14 +71,16 @@ def pipelines_for(seed: int, passes: list[str], *, every_pass: bool) -> list[str
         return [variant(p) for p in passes] + [",".join(variant(p) for p in passes)]
     count = int(rng.integers(1, min(4, len(passes)) + 1))
     chosen = [passes[int(i)] for i in rng.choice(len(passes), size=count, replace=False)]
-    if "to-nhwc" in chosen:  # to-nhwc runs once and leaves an NHWC model; keep it last
-        chosen = [p for p in chosen if p != "to-nhwc"] + ["to-nhwc"]
+    # to-nhwc runs once and leaves an NHWC model; to-fp16 leaves float16 arithmetic, where the float32
+    # tolerances of the other passes do not apply: both go last, in the order a real pipeline has them.
+    chosen = [p for p in chosen if p not in LAST_PASSES] + [p for p in LAST_PASSES if p in chosen]
     return [",".join(variant(p) for p in chosen)]
 
 
 def fuzz_one(seed: int, pipeline: str, model: Model | None = None) -> FuzzOutcome:
     """Run `pipeline` with verification on the random graph of `seed` and classify the outcome."""
     from yolograph.pipeline import PassManager
+    from yolograph.pipeline.verify import verification_inputs
     from yolograph.runtime.ort import OrtRunner
     from yolograph.testing.random_graphs import random_model
 
@@ -85,7 +88,7 @@ def fuzz_one(seed: int, pipeline: str, model: Model | None = None) -> FuzzOutcom
     nodes = len(model.graph.nodes)
     before = model.serialize()
     try:
-        OrtRunner(model)
+        OrtRunner(model).run(verification_inputs(model)[0])
     except Exception as exc:  # noqa: BLE001 - classified, not hidden
         return FuzzOutcome(seed, pipeline, "invalid", _describe(exc), nodes)
     try:

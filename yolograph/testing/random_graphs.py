@@ -128,6 +128,8 @@ def conv_transpose(b: GraphBuilder, x: Activation) -> Activation:
     stride = b.pick([1, 2]) if max(h, w) * 2 <= MAX_SIDE else 1
     pad = int(b.rng.integers(0, k // 2 + 1))
     out_pad = int(b.rng.integers(0, stride)) if stride > 1 else 0
+    if min(h, w) == 1 or (min(h, w) - 1) * stride + k - 2 * pad < 1:
+        pad = 0
     oh, ow = ((d - 1) * stride - 2 * pad + k + out_pad for d in (h, w))
     inputs = [x.name, b.const("wt", b.normal((c, per_group, k, k), 1.0 / np.sqrt(c // groups * k * k)))]
     if b.chance(0.5):
