@@ -48,7 +48,7 @@ def draw_predictions(image_bgr: np.ndarray, predictions: Predictions, layout: Ta
             anchor = tuple(int(v) for v in points[np.argmin(points[:, 1])])
         else:
             x1, y1, x2, y2 = (int(round(v)) for v in predictions.boxes[i])
-            cv2.rectangle(canvas, (x1, y1), (x2, y2), color, scale, cv2.LINE_AA)
+            cv2.rectangle(canvas, (x1, y1), (x2, y2), color, scale, cv2.LINE_8)  # crisp, exact-colour edges
             anchor = (x1, y1)
         if predictions.keypoints is not None:
             _draw_keypoints(canvas, predictions.keypoints[i], scale)

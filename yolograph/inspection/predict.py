@@ -63,6 +63,8 @@ def folder_images(folder: Path) -> list[Path]:
 
 def video_frames(path: Path, max_frames: int | None = None) -> tuple[Iterator[np.ndarray], float]:
     """The frames of a video (BGR) and its frame rate; a DataError if OpenCV cannot decode any frame."""
+    # FFmpeg logs its own lines for a broken file; the DataError below is the one line the user needs.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     capture = cv2.VideoCapture(str(path))
     ok, first = capture.read() if capture.isOpened() else (False, None)
     if not ok or first is None:
@@ -152,6 +154,7 @@ def _write_video(target: Path, pictures: Iterator[np.ndarray], fps: float) -> No
         for picture in pictures:
             if writer is None:
                 height, width = picture.shape[:2]
+                temp.parent.mkdir(parents=True, exist_ok=True)
                 writer = cv2.VideoWriter(str(temp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
                 if not writer.isOpened():
                     raise DataError(f"OpenCV cannot write the video {target}; choose another output folder.")
