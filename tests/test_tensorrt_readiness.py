@@ -277,3 +277,109 @@ def test_findings_are_plain_records_for_json():
     assert vars(finding) == {"severity": "error", "node": "dq_w", "message": finding.message,
                              "code": "per-channel-axis"}
     assert finding.message.endswith(".") and "axis=0" in finding.message
+
+
+# -- strongly typed builds (trt11, and any float16 graph): one broken type rule each ---------------
+
+
+def _typed_model(nodes, inputs, outputs, inits=None, opset: int = 19) -> Model:
+    """Built with graphsurgeon-free onnx helpers but without the checker: some graphs are type-broken."""
+    from onnx import numpy_helper
+
+    graph = helper.make_graph(nodes, "typed", inputs, outputs,
+                              [numpy_helper.from_array(v, k) for k, v in (inits or {}).items()])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    proto.ir_version = 9
+    return Model.from_onnx(proto)
+
+
+def _strong(model: Model, target: str = "trt11") -> set[tuple[str, str]]:
+    return {(f.code, f.node) for f in check_readiness(model, target) if f.severity == "error"}
+
+
+def test_float16_meeting_float32_without_a_cast_is_named():
+    model = _typed_model(
+        [helper.make_node("Cast", ["x"], ["h"], name="to_half", to=TensorProto.FLOAT16),
+         helper.make_node("Add", ["x", "h"], ["y"], name="mixed_add")],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    assert ("missing-cast", "mixed_add") in _strong(model)
+    assert ("missing-cast", "mixed_add") in _strong(model, "trt")  # float16 in the graph: strongly typed
+    message = next(f.message for f in check_readiness(model, "trt11") if f.code == "missing-cast")
+    assert "insert a Cast" in message
+
+
+def test_a_cast_where_they_meet_is_ready():
+    model = _typed_model(
+        [helper.make_node("Cast", ["x"], ["h"], name="to_half", to=TensorProto.FLOAT16),
+         helper.make_node("Cast", ["h"], ["f"], name="to_float", to=TensorProto.FLOAT),
+         helper.make_node("Add", ["x", "f"], ["y"], name="add")],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    assert check_readiness(model, "trt11") == []
+
+
+def test_declared_type_contradicting_the_op_is_a_mismatch():
+    model = _typed_model(
+        [helper.make_node("Relu", ["x"], ["y"], name="relu")],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.INT64, [1, 4])])  # Relu of float32 is float32
+    assert _strong(model) == {("type-mismatch", "relu")}
+
+
+def test_unknown_tensor_type_and_float64():
+    unknown = _typed_model(
+        [helper.make_node("Mystery", ["x"], ["m"], name="mystery", domain="example.custom"),
+         helper.make_node("Relu", ["m"], ["y"], name="after")],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    unknown.graph.outputs[0].dtype = None
+    assert ("type-unknown", "mystery") in _strong(unknown)
+    double = _typed_model(
+        [helper.make_node("Cast", ["x"], ["d"], name="to_double", to=TensorProto.DOUBLE),
+         helper.make_node("Cast", ["d"], ["y"], name="back", to=TensorProto.FLOAT)],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    assert ("float64", "to_double") in _strong(double)
+
+
+def test_plugin_removed_in_tensorrt_11():
+    import onnx_graphsurgeon as gs
+
+    x = gs.Variable("x", np.float32, (1, 4))
+    y = gs.Variable("y", np.float32, (1, 4))
+    graph = gs.Graph(nodes=[gs.Node("Normalize_TRT", "normalize", inputs=[x], outputs=[y])], inputs=[x],
+                     outputs=[y], opset=17)
+    model = Model(graph)
+    assert ("removed-in-11", "normalize") in _strong(model, "trt11")
+    assert ("removed-in-11", "normalize") not in _strong(model, "trt")
+
+
+def test_qdq_rules_hold_for_trt11_too():
+    assert ("error", "zero-point", "q_x") in {(f.severity, f.code, f.node)
+                                             for f in check_readiness(_qdq_conv_model(act_zp=3), "trt11")}
+    assert ("error", "per-channel-axis", "dq_w") in {(f.severity, f.code, f.node)
+                                                    for f in check_readiness(_qdq_conv_model(w_axis=1), "trt11")}
+    assert check_readiness(_qdq_conv_model(), "trt11") == []
+
+
+def test_unknown_target_is_refused():
+    with pytest.raises(ValueError, match="trt11"):
+        check_readiness(_qdq_conv_model(), "trt12")
+
+
+def test_our_int8_fp16_and_best_graphs_are_ready_for_both_majors(yolov8n, coco_dir):
+    """trt-profile INT8 (calibrated on 4 images), to-fp16, and INT8 + to-fp16 of the trained yolov8n."""
+    from yolograph.pipeline import run_pipeline
+    from yolograph.precision.types import check_type_consistency
+
+    int8, _ = run_pipeline(yolov8n, f"cleanup,insert-qdq{{profile=trt}},calibrate{{images={coco_dir},count=4}}")
+    fp16, _ = run_pipeline(yolov8n, "to-fp16")
+    best, _ = run_pipeline(int8, "to-fp16")
+    for name, model in (("int8", int8), ("fp16", fp16), ("int8+fp16", best)):
+        for target in ("trt", "trt11"):
+            findings = check_readiness(model, target)
+            assert findings == [], f"{name} {target}: {format_findings(findings)}"
+    check_type_consistency(best)
+    scales = [n.inputs[1].values.dtype for n in best.graph.nodes if n.op == "QuantizeLinear"]
+    assert scales and set(scales) == {np.dtype(np.float16)}  # INT8 convs between float16 tensors

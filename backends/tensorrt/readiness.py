@@ -14,6 +14,11 @@ ONNX Q/DQ graph may break while still being valid ONNX; each broken rule becomes
 
 A graph without Q/DQ nodes only gets the model-level checks (opset, ops). The rules follow the
 TensorRT developer guide's "Explicit Quantization" chapter and onnx-tensorrt's operator matrix.
+
+Targets: ``trt`` (TensorRT 10) and ``trt11`` (TensorRT 11, strongly typed only). A strongly typed
+build, which ``trt11`` always is and a graph holding float16 tensors is on either, also gets the type
+rules of typing_rules.py (explicit, consistent types; Casts where float32 and float16 meet; no
+float64; for trt11 no plugin TensorRT 11 removed).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from yolograph.backends.tensorrt.typing_rules import has_float16, strong_typing_findings
 from yolograph.backends.tensorrt.trt_ops import (
     MIN_OPSET,
     RESIZE_COORDINATE_MODES,
@@ -60,10 +66,17 @@ class Finding:
         return f"{self.severity:<7} {self.node}: {self.message}"
 
 
-def check_readiness(model: Model) -> list[Finding]:
-    """Every TensorRT readiness finding of `model`, errors first; an empty list means ready."""
+TARGETS = ("trt", "trt11")
+
+
+def check_readiness(model: Model, target: str = "trt") -> list[Finding]:
+    """Every TensorRT readiness finding of `model` for `target` (trt | trt11), errors first; [] means ready."""
+    if target not in TARGETS:
+        raise ValueError(f"Unknown TensorRT readiness target {target!r}; use one of {', '.join(TARGETS)}.")
     graph = model.graph
     findings = [*_check_opset(model), *_check_ops(graph), *_check_calibrated(model)]
+    if target == "trt11" or has_float16(model):
+        findings.extend(strong_typing_findings(model, target, Finding))
     for node in graph.nodes:
         if node.op == Q or (node.op == DQ and not _from_quantize(node)):
             findings.extend(_check_quantizer(node))
@@ -200,9 +213,10 @@ def _check_scale(node: gs.Node, params: _QParams) -> Iterator[Finding]:
     if not np.all(np.isfinite(params.scale)) or np.any(params.scale <= 0):
         yield Finding("error", node.name, "the scale has zero, negative or non-finite values; TensorRT needs "
                       "positive finite scales: recalibrate.", "bad-scale")
-    if params.scale.dtype != np.float32:
+    # float16 scales belong to float16 Q inputs / DQ outputs (opset 19, strongly typed builds).
+    if params.scale.dtype not in (np.float32, np.float16):
         yield Finding("warning", node.name, f"the scale is {params.scale.dtype}; TensorRT expects float32 "
-                      "scales: store them as float32.", "scale-dtype")
+                      "(or float16) scales: store them as float32.", "scale-dtype")
 
 
 def _check_dtype(node: gs.Node, params: _QParams) -> Iterator[Finding]:
