@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="default: the --target's backend, else ort")
     p.add_argument("--bench", type=non_negative_int, default=0, metavar="N",
                    help="time N runs of the input and the output model side by side (ort)")
-    p.add_argument("--eval-data", help="also score mAP50-95 of the input and output model on this dataset (ort)")
+    p.add_argument("--eval-data", help="also score the input and output model on these images (ort): labelled accuracy "
+                   "where they have labels, and the output model's agreement with the input model (no labels needed)")
     p.add_argument("--eval-images", help="index range A:B of --eval-data images, e.g. 32:128")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--html", metavar="REPORT.html",
@@ -82,7 +83,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         from yolograph.inspection.compare import compare_models
 
         comparison = compare_models(model, result, bench_runs=args.bench, data=args.eval_data,
-                                    images=args.eval_images)
+                                    images=args.eval_images, agreement=bool(args.eval_data))
         output["comparison"] = comparison.to_json()
     if args.html:
         write_report(args, model, result, report, plan, artifact if plan.backend != "ort" else None, args.html)

@@ -2,6 +2,11 @@
 
 Both models are measured in the same process, one right after the other, so the latency ratio is
 a side-by-side number; the absolute milliseconds depend on the machine and its load.
+
+Accuracy is the task's labelled measure where the images have labels (box mAP for detect, mask / OKS /
+rotated-IoU mAP or top-1 for the other tasks) and, with ``agreement=True``, the label-free agreement of
+the output model with the input model (its confident predictions as pseudo-labels; 1.0 = unchanged),
+which needs no labels at all.
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ class Comparison:
     map50_95_before: float | None = None
     map50_95_after: float | None = None
     images: int | None = None
+    accuracy_metric: str | None = None  # what map50_95_* measure for a non-detect task (e.g. "mask mAP50-95")
+    agreement: float | None = None  # the output model scored against the input model's predictions
+    agreement_metric: str | None = None
 
     @property
     def speedup(self) -> float | None:
@@ -43,27 +51,57 @@ class Comparison:
             out.append(f"latency  {self.latency_before_ms:.2f} -> {self.latency_after_ms:.2f} ms median "
                        f"({self.speedup:.2f}x, ort, same run)")
         if self.map_drop_points is not None:
-            out.append(f"mAP50-95 {self.map50_95_before:.4f} -> {self.map50_95_after:.4f} "
+            out.append(f"{self.accuracy_metric or 'mAP50-95'} {self.map50_95_before:.4f} -> {self.map50_95_after:.4f} "
                        f"({-self.map_drop_points:+.2f} points on {self.images} images)")
+        if self.agreement is not None:
+            out.append(f"agreement with the input model {self.agreement:.4f} ({self.agreement_metric} against its "
+                       f"predictions with score >= 0.25, {self.images} images; 1 = unchanged)")
         return out
 
 
 def compare_models(before: Model, after: Model, *, bench_runs: int = 0, threads: int = 0,
-                   data: str | Path | None = None, images: str | None = None) -> Comparison:
-    """Latency (median over `bench_runs`) and mAP50-95 on `data` of both models on ONNX Runtime."""
+                   data: str | Path | None = None, images: str | None = None, agreement: bool = False) -> Comparison:
+    """Latency (median over `bench_runs`) and accuracy on `data` of both models on ONNX Runtime.
 
+    Without `agreement` the images must be labelled (a DataError otherwise); with it, the output model's
+    agreement with the input model is measured too and labels are optional.
+    """
     runners = [OrtRunner(m, OrtOptions(threads=threads)) for m in (before, after)]
     values: dict[str, Any] = {}
     if bench_runs:
         stats = [r.benchmark(runs=bench_runs, warmup=max(2, bench_runs // 10)) for r in runners]
         values.update(latency_before_ms=stats[0].median_ms, latency_after_ms=stats[1].median_ms)
-    if data is not None:
-        from yolograph.evaluation import evaluate, open_dataset, parse_index_range
+    if data is None:
+        return Comparison(**values)
+    from yolograph.evaluation import resolve_dataset
+    from yolograph.evaluation.inference import TaskModel
 
-        dataset = open_dataset(data)
-        selection = parse_index_range(images)
-        scores = [evaluate(r.predict, dataset, imgsz=before.facts.imgsz or (640, 640), images=selection)
-                  for r in runners]
-        values.update(map50_95_before=scores[0].map50_95, map50_95_after=scores[1].map50_95,
-                      images=scores[0].images)
+    models = [TaskModel.open(r, name=name) for r, name in zip(runners, ("the input model", "the output model"))]
+    if agreement:
+        from yolograph.evaluation.fidelity import agreement as score_agreement
+
+        score = score_agreement(models[1], models[0], data, images)
+        values.update(agreement=score.value, agreement_metric=score.metric, images=score.images)
+    task = models[0].task
+    labelled = task == "classify" or _has_labels(resolve_dataset(data, images))
+    if labelled or not agreement:  # without agreement, unlabelled images fail with the evaluator's DataError
+        values.update(_labelled_scores(models, data, images))
     return Comparison(**values)
+
+
+def _has_labels(dataset: Any) -> bool:
+    return any(path.exists() and path.stat().st_size > 0 for path in dataset.label_paths)
+
+
+def _labelled_scores(models: list[Any], data: str | Path, images: str | None) -> dict[str, Any]:
+    from yolograph.evaluation import evaluate, open_dataset, parse_index_range
+    from yolograph.evaluation.fidelity import evaluate_task
+
+    if models[0].task == "detect":  # the detect path, exactly as `yolograph eval` scores it
+        dataset, selection = open_dataset(data), parse_index_range(images)
+        scores = [evaluate(m.runner.predict, dataset, imgsz=m.imgsz, images=selection) for m in models]
+        return {"map50_95_before": scores[0].map50_95, "map50_95_after": scores[1].map50_95,
+                "images": scores[0].images}
+    task_scores = [evaluate_task(m, data, images) for m in models]
+    return {"map50_95_before": task_scores[0].value, "map50_95_after": task_scores[1].value,
+            "images": task_scores[0].images, "accuracy_metric": task_scores[0].metric}
