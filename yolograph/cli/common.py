@@ -87,6 +87,20 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def input_shape(text: str) -> tuple[int, ...]:
+    """argparse type of --input-shape: comma-separated positive dims, e.g. 1,3,640,640."""
+    parts = [p.strip() for p in text.split(",")]
+    if not parts or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected positive dims separated by commas like 1,3,640,640, not {text!r}")
+    return tuple(int(p) for p in parts)
+
+
+def add_input_shape_flag(parser: argparse.ArgumentParser) -> None:
+    """--input-shape N,C,H,W: the static shape a dynamic-shape ONNX model is fixed to (load_model(input_shape=))."""
+    parser.add_argument("--input-shape", type=input_shape, default=None, metavar="N,C,H,W",
+                        help="fix a dynamic-shape .onnx input to this shape (default: from its metadata imgsz/batch)")
+
+
 def _int(text: str) -> int:
     try:
         return int(text)

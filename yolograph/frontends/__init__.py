@@ -8,6 +8,7 @@ has passed `yolograph.ir.sanity.check_model` (finite weights, a 4-D image input)
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from yolograph.errors import ModelError
@@ -17,20 +18,25 @@ BUILTIN_PATTERN = re.compile(r"^yolov8([nsmlx])(?:-(\d+))?$")
 DEFAULT_MODEL = "yolov8n"
 
 
-def load_model(source: str | Path | None = None) -> Model:
+def load_model(source: str | Path | None = None, *, input_shape: Sequence[int] | None = None) -> Model:
     """Load a model: None or 'yolov8n'-style names build the architecture, else read the file.
 
+    input_shape: the static input shape (e.g. (1, 3, 640, 640)) a dynamic-shape .onnx is fixed to.
     Raises ModelError when it cannot be read or fails the sanity checks (yolograph.ir.sanity).
     """
     from yolograph.ir.sanity import check_model
 
-    model = _load(source)
+    model = _load(source, input_shape)
     check_model(model, name=str(source) if source is not None else None)
     return model
 
 
-def _load(source: str | Path | None) -> Model:
+def _load(source: str | Path | None, input_shape: Sequence[int] | None = None) -> Model:
     reference = str(source) if source is not None else DEFAULT_MODEL
+    if input_shape is not None and not reference.lower().endswith(".onnx"):
+        raise ModelError(
+            f"--input-shape fixes a dynamic-shape .onnx file; {reference} has a fixed input size. Drop the option."
+        )
     match = BUILTIN_PATTERN.match(reference)
     if match and not Path(reference).exists():
         from yolograph.frontends.builder import build_builtin
@@ -41,7 +47,7 @@ def _load(source: str | Path | None) -> Model:
     if suffix == ".onnx":
         from yolograph.frontends.onnx_file import load_onnx
 
-        return load_onnx(path)
+        return load_onnx(path, input_shape=input_shape)
     if suffix == ".pt":
         from yolograph.frontends.pt import load_checkpoint_model
 
