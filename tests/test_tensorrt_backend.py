@@ -26,7 +26,7 @@ from yolograph.backends.tensorrt import (
 from yolograph.backends.tensorrt.batch import check_batch_dynamic, make_batch_dynamic
 from yolograph.backends.tensorrt.build import apply_plan
 from yolograph.backends.tensorrt.inspector import normalize_type, onnx_origins
-from yolograph.backends.tensorrt.settings import default_timing_cache, slug
+from yolograph.backends.tensorrt.settings import default_timing_cache, precision_pipeline, slug
 from yolograph.backends.tensorrt.sidecar import (
     EngineSidecar,
     TensorSpec,
@@ -48,8 +48,60 @@ IMAGES = [TensorInfo("images", (1, 3, 640, 640), np.dtype(np.float32))]
 
 
 def _plan(tmp_path, **kwargs):
-    has_qdq = kwargs.pop("has_qdq", kwargs.get("precision") == "int8")
-    return plan_build(BuildSettings(timing_cache=tmp_path / "t.cache", **kwargs), IMAGES, has_qdq=has_qdq)
+    has_qdq = kwargs.pop("has_qdq", kwargs.get("precision") in ("int8", "best"))
+    has_fp16 = kwargs.pop("has_fp16", False)
+    major = kwargs.pop("major", 10)
+    return plan_build(BuildSettings(timing_cache=tmp_path / "t.cache", **kwargs), IMAGES, has_qdq=has_qdq,
+                      has_fp16=has_fp16, tensorrt_major=major)
+
+
+def test_strongly_typed_plans_take_precision_from_the_graph(tmp_path):
+    for precision, qdq, fp16 in (("fp32", False, False), ("fp16", False, True), ("int8", True, False),
+                                 ("best", True, True)):
+        plan = _plan(tmp_path, precision=precision, has_qdq=qdq, has_fp16=fp16, major=11)
+        assert plan.strongly_typed and plan.set_flags == () and plan.clear_flags == ()
+        assert plan.network_flags == () and plan.to_json()["tensorrt_major"] == 11
+    on_10 = _plan(tmp_path, precision="fp16", has_fp16=True, typing="strong")
+    assert on_10.strongly_typed and on_10.network_flags == ("STRONGLY_TYPED",) and on_10.set_flags == ()
+    weak = _plan(tmp_path, precision="best")  # TensorRT 10 default: builder flags, as before
+    assert not weak.strongly_typed and weak.set_flags == ("INT8", "FP16") and weak.precision_mode == "builder flags"
+    with pytest.raises(BackendError, match="graph, which is fp32, not fp16: add 'to-fp16'"):
+        _plan(tmp_path, precision="fp16", major=11)
+    with pytest.raises(BackendError, match="which is int8, not best: add 'to-fp16'"):
+        _plan(tmp_path, precision="best", has_qdq=True, major=11)
+    with pytest.raises(BackendError, match="no weakly typed networks"):
+        _plan(tmp_path, precision="fp16", has_fp16=True, typing="weak", major=11)
+    with pytest.raises(BackendError, match="TensorRT 12 is not supported"):
+        _plan(tmp_path, major=12)
+    with pytest.raises(BackendError, match="Unknown TensorRT typing"):
+        _plan(tmp_path, typing="loose")
+
+
+def test_precision_selects_the_passes():
+    assert precision_pipeline("fp32") == ""
+    assert precision_pipeline("fp16") == "to-fp16"
+    assert precision_pipeline("fp16", has_fp16=True) == ""
+    assert precision_pipeline("int8", images="D") == "cleanup,insert-qdq{profile=trt},calibrate{images=D,range=0:32}"
+    assert precision_pipeline("best", images="D").endswith("range=0:32},to-fp16")
+    assert precision_pipeline("best", has_qdq=True) == "to-fp16"  # Q/DQ already in: only float16 is added
+    with pytest.raises(BackendError, match="--calibration-images"):
+        precision_pipeline("int8")
+    with pytest.raises(BackendError, match="before to-fp16"):
+        precision_pipeline("best", has_fp16=True, images="D")
+    with pytest.raises(BackendError, match="more reduced"):
+        precision_pipeline("fp16", has_qdq=True)
+
+
+def test_version_1_sidecars_still_read(tmp_path):
+    engine = tmp_path / "old.engine"
+    engine.write_bytes(b"engine")
+    write_sidecar(engine, _sidecar(engine))
+    data = json.loads(sidecar_path(engine).read_text())
+    data["version"] = 1
+    del data["tensorrt_major"], data["precision_mode"]
+    sidecar_path(engine).write_text(json.dumps(data))
+    old = read_sidecar(engine)
+    assert old.tensorrt_major == 10 and old.precision_mode == "builder flags"
 
 
 def test_precision_flags(tmp_path):
@@ -366,7 +418,7 @@ def test_int8_build_refuses_a_graph_that_is_not_ready(tmp_path):
 
 # -- on a GPU (skipped with the reason when there is none) -------------------------------------------
 
-gpu = pytest.mark.skipif(not GPU_OK, reason=f"needs an NVIDIA GPU with TensorRT 10: {GPU_REASON}")
+gpu = pytest.mark.skipif(not GPU_OK, reason=f"needs an NVIDIA GPU with TensorRT 10 or 11: {GPU_REASON}")
 
 
 @pytest.mark.gpu
@@ -398,3 +450,26 @@ def test_gpu_int8_engine_runs_every_quantized_conv_in_int8(yolov8n, coco_dir, tm
     assert len(report["ran_int8"]) == len(report["expected_int8"]) >= 60
     runner = load_runner(engine)
     assert runner.predict(np.zeros((1, 3, 640, 640), np.float32)).shape == (1, 84, 8400)
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_strongly_typed_fp16_and_best_engines(yolov8n, coco_dir, tmp_path):
+    """The precision written in the graph: to-fp16, and Q/DQ + to-fp16, built strongly typed."""
+    from yolograph.pipeline import run_pipeline
+    from yolograph.runtime import OrtOptions, OrtRunner
+
+    images = np.random.default_rng(0).random((1, 3, 640, 640), dtype=np.float32)
+    fp16 = compile_model(yolov8n, tmp_path / "h.engine", precision="fp16", typing="strong",
+                         timing_cache=tmp_path / "t.cache")
+    sidecar = read_sidecar(fp16)
+    assert sidecar.build["added_passes"] == "to-fp16" and sidecar.precision_mode.startswith("strongly typed")
+    reference = OrtRunner(yolov8n, OrtOptions(threads=2)).predict(images)
+    got = load_runner(fp16).predict(images)
+    boxes = reference[:, :4]
+    assert 10 * np.log10(np.sum(boxes ** 2) / np.sum((got[:, :4] - boxes) ** 2)) >= 40
+    quantized, _ = run_pipeline(yolov8n, f"insert-qdq{{profile=trt}},calibrate{{images={coco_dir},count=4}}")
+    best = compile_model(quantized, tmp_path / "b.engine", precision="best", typing="strong",
+                         timing_cache=tmp_path / "t.cache")
+    report = read_sidecar(best).int8_report
+    assert report["ok"] and len(report["ran_int8"]) >= 60, report

@@ -74,6 +74,8 @@ def _fake_tensorrt(cudart):
     trt.calls = []
     trt.engines = {}  # serialized bytes -> ONNX bytes it was built from
     trt.BuilderFlag = _Namespace(FP16="FP16", INT8="INT8", TF32="TF32")
+    trt.NetworkDefinitionCreationFlag = _Namespace(STRONGLY_TYPED=1)
+    trt.network_flags = []  # the flag bits of every create_network call
     trt.MemoryPoolType = _Namespace(WORKSPACE="WORKSPACE")
     trt.ProfilingVerbosity = _Namespace(DETAILED="DETAILED")
     trt.LayerInformationFormat = _Namespace(JSON="JSON")
@@ -144,6 +146,7 @@ def _fake_tensorrt(cudart):
             pass
 
         def create_network(self, flags):
+            trt.network_flags.append(flags)
             return Network()
 
         def create_builder_config(self):
@@ -304,7 +307,8 @@ def test_int8_build_and_run_with_batch_profiles(fake_gpu, tmp_path):
     assert sidecar.batch_sizes == (1, 2) and sidecar.precision == "int8"
     assert sidecar.inputs[0].shape == (-1, 4, 8, 8) and sidecar.device == "Fake GPU 9000 (sm 9.0)"
     assert sidecar.int8_report["ran_int8"] == ["conv_a", "conv_b"] and sidecar.int8_report["ok"]
-    assert sidecar.build["readiness"] == {"checked": True, "errors": 0, "warnings": 0, "codes": {}}
+    assert sidecar.build["readiness"] == {"checked": True, "target": "trt", "errors": 0, "warnings": 0, "codes": {}}
+    assert sidecar.tensorrt_major == 10 and sidecar.precision_mode == "builder flags"
 
     runner = load_runner(engine)
     images = np.random.default_rng(1).random((2, 4, 8, 8), dtype=np.float32)
@@ -343,9 +347,46 @@ def test_static_fp16_build(fake_gpu, tmp_path, monkeypatch):
 def test_stand_in_reports_available_and_real_reports_missing(fake_gpu, monkeypatch):
     assert gpu_available() == (True, "Fake GPU 9000, TensorRT 10.9.0")
     fake_gpu.__version__ = "11.4.0"
+    assert gpu_available() == (True, "Fake GPU 9000, TensorRT 11.4.0")
+    fake_gpu.__version__ = "12.0.0"
     ok, reason = gpu_available()
-    assert not ok and "TensorRT 10 API" in reason
+    assert not ok and "TensorRT 10 and 11 APIs" in reason
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # import fails like an absent package
     ok, reason = gpu_available()
     assert not ok and "tensorrt package is not importable" in reason
     assert NO_GPU_MESSAGE.endswith("none was found.")
+
+
+def test_tensorrt_11_builds_strongly_typed_adding_to_fp16(fake_gpu, tmp_path, monkeypatch):
+    """TensorRT 11: no precision flag; --precision fp16 on a float graph adds the to-fp16 pass first."""
+    from graphs import conv_bn_model
+
+    monkeypatch.setenv("YOLOGRAPH_CACHE_DIR", str(tmp_path / "cache"))
+    fake_gpu.__version__ = "11.4.0"
+    float_model = conv_bn_model()
+    before = float_model.serialize()
+    engine = compile_model(float_model, tmp_path / "f.engine", precision="fp16")
+    assert float_model.serialize() == before
+    (_, flags, _, _, _, _), = fake_gpu.calls
+    assert flags == [] and fake_gpu.network_flags == [0]  # 11's networks are strongly typed by default
+    sidecar = read_sidecar(engine)
+    assert sidecar.tensorrt_major == 11 and sidecar.precision_mode.startswith("strongly typed")
+    assert sidecar.build["added_passes"] == "to-fp16" and sidecar.build["plan"]["strongly_typed"]
+    assert sidecar.build["readiness"]["target"] == "trt11" and sidecar.build["readiness"]["errors"] == 0
+    built = onnx.load_from_string(fake_gpu.engines[next(iter(fake_gpu.engines))][0])
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in built.graph.initializer)  # the graph says fp16
+    with pytest.raises(BackendError, match="no weakly typed networks"):
+        compile_model(float_model, tmp_path / "w.engine", precision="fp16", typing="weak")
+
+
+def test_tensorrt_10_strongly_typed_int8_sets_the_creation_flag(fake_gpu, tmp_path):
+    engine = compile_model(_qdq_chain_model(), tmp_path / "m.engine", precision="int8", typing="strong")
+    (_, flags, _, _, _, _), = fake_gpu.calls
+    assert flags == [] and fake_gpu.network_flags == [1 << 1]
+    sidecar = read_sidecar(engine)
+    assert sidecar.tensorrt_major == 10 and sidecar.build["added_passes"] == ""
+    assert sidecar.int8_report["ok"]
+    with pytest.raises(BackendError, match="needs INT8 calibration"):
+        from graphs import conv_bn_model
+
+        compile_model(conv_bn_model(), tmp_path / "n.engine", precision="int8", typing="strong")

@@ -1,10 +1,15 @@
-"""TensorRT backend: readiness check (CPU), engine build and engine runner (NVIDIA GPU).
+"""TensorRT backend (10.x and 11.x): readiness check (CPU), engine build and engine runner (NVIDIA GPU).
 
-    check_readiness(model) -> [Finding]          # CPU: will TensorRT run this Q/DQ graph in INT8?
+    check_readiness(model, "trt11") -> [Finding]  # CPU: will TensorRT build this graph as it says?
     compile_model(model, Path("m.engine"), precision="int8", batch_sizes=(1, 8))
+
+TensorRT 10 builds weakly typed by default (builder flags pick FP16/INT8, as before); TensorRT 11, and
+10.x with typing="strong", build strongly typed networks that take the precision from the graph:
+`settings.precision_pipeline` names the passes a --precision needs (int8: insert-qdq{profile=trt} +
+calibrate, fp16: to-fp16, best: both), and compile adds them when the graph lacks them.
     runner = load_runner("m.engine"); runner.predict(images); runner.benchmark(200, 20)
 
-Modules: `readiness` (rules), `trt_ops` (op table), `settings` (settings -> builder plan, pure),
+Modules: `readiness` (rules), `typing_rules` (strongly typed rules), `trt_ops` (op table), `settings` (settings -> builder plan, pure),
 `batch` (static -> batch-dynamic graph), `build` (TensorRT build), `runner` (execution),
 `inspector` (which layers ran INT8), `sidecar` (`<engine>.json`), `runtime` (lazy TensorRT/CUDA).
 Nothing imports tensorrt or cuda until a build or run needs it, so everything but those two works
@@ -23,7 +28,7 @@ from yolograph.backends.tensorrt.inspector import EngineLayer, Int8Report, int8_
 from yolograph.backends.tensorrt.readiness import Finding, check_readiness, format_findings
 from yolograph.backends.tensorrt.runner import TrtRunner, load_runner
 from yolograph.backends.tensorrt.runtime import NO_GPU_MESSAGE, gpu_available
-from yolograph.backends.tensorrt.settings import BuildPlan, BuildSettings, plan_build
+from yolograph.backends.tensorrt.settings import BuildPlan, BuildSettings, plan_build, precision_pipeline
 from yolograph.backends.tensorrt.sidecar import EngineSidecar, is_sidecar_engine, read_sidecar, sidecar_path
 
 
@@ -34,7 +39,14 @@ def is_engine(path: str | Path) -> bool:
 
 @dataclass(frozen=True)
 class TensorRtOptions:
-    precision: Literal["fp32", "fp16", "int8"] = field(default="fp16", metadata={"help": "tensorrt precision"})
+    precision: Literal["fp32", "fp16", "int8", "best"] = field(
+        default="fp16", metadata={"help": "tensorrt precision (best: INT8 convs, FP16 elsewhere)"})
+    typing: Literal["auto", "weak", "strong"] = field(
+        default="auto", metadata={"help": "tensorrt network typing: auto = strongly typed on TensorRT 11, builder "
+                                          "flags on 10; strong = precision from the graph on 10 too"})
+    calibration_images: str | None = field(
+        default=None, metadata={"help": "tensorrt strongly typed int8/best: images insert-qdq + calibrate use "
+                                        "(first 32) when the graph has no Q/DQ yet"})
     workspace_mb: int = field(default=4096, metadata={"help": "tensorrt workspace limit"})
     batch: str = field(default="1", metadata={"help": "tensorrt optimization-profile batch sizes, e.g. 1,8"})
     timing_cache: str | None = field(default=None, metadata={"help": "tensorrt timing cache file, reused across builds"})
@@ -56,7 +68,7 @@ class TensorRtOptions:
 
 @register_backend("tensorrt")
 class TensorRtBackend(Backend):
-    """NVIDIA TensorRT engines (explicit INT8 from Q/DQ graphs, FP16); the readiness check runs on CPU."""
+    """NVIDIA TensorRT 10/11 engines (explicit INT8 from Q/DQ, FP16, strongly typed); readiness runs on CPU."""
 
     Options = TensorRtOptions
     extra = "tensorrt"
@@ -65,7 +77,8 @@ class TensorRtBackend(Backend):
     def compile(self, model, output: Path, options: TensorRtOptions) -> Path:
         return compile_model(model, output, precision=options.precision, workspace_mb=options.workspace_mb,
                              batch_sizes=options.batch_sizes(),
-                             timing_cache=Path(options.timing_cache) if options.timing_cache else None)
+                             timing_cache=Path(options.timing_cache) if options.timing_cache else None,
+                             typing=options.typing, calibration_images=options.calibration_images)
 
     def load_runner(self, path: Path, *, threads: int = 0) -> TrtRunner:
         return load_runner(path)
@@ -92,6 +105,7 @@ __all__ = [
     "load_runner",
     "parse_engine_information",
     "plan_build",
+    "precision_pipeline",
     "read_sidecar",
     "sidecar_path",
 ]

@@ -15,7 +15,7 @@ from yolograph.errors import BackendError
 
 NO_GPU_MESSAGE = ("TensorRT needs an NVIDIA GPU and the tensorrt package: pip install 'yolograph[tensorrt]'; "
                   "none was found.")
-SUPPORTED_MAJOR = 10
+SUPPORTED_MAJORS = (10, 11)  # 10: builder flags or strongly typed; 11: strongly typed only
 
 
 def import_tensorrt() -> Any:
@@ -38,10 +38,10 @@ def gpu_available() -> tuple[bool, str]:
         trt = import_tensorrt()
     except Exception as exc:  # ImportError, or a broken install raising OSError on its shared libraries
         return False, f"the tensorrt package is not importable ({type(exc).__name__}: {exc})"
-    major = _major(getattr(trt, "__version__", "0"))
-    if major != SUPPORTED_MAJOR:
-        return False, (f"TensorRT {trt.__version__} is installed; this backend uses the TensorRT 10 API "
-                       "(pip install 'tensorrt-cu12>=10.1,<11')")
+    major = version_major(getattr(trt, "__version__", "0"))
+    if major not in SUPPORTED_MAJORS:
+        return False, (f"TensorRT {trt.__version__} is installed; this backend uses the TensorRT 10 and 11 APIs "
+                       "(pip install 'tensorrt>=10.1,<12')")
     try:
         cudart = import_cudart()
     except Exception as exc:
@@ -107,7 +107,23 @@ def _error_name(cudart: Any, error: Any) -> str:
         return str(error)
 
 
-def _major(version: str) -> int:
+def installed_major() -> int | None:
+    """The installed tensorrt package's major version, from its metadata (nothing is imported); None without it."""
+    import sys
+    from importlib import metadata
+
+    loaded = sys.modules.get("tensorrt")  # already imported (or stood in for): its own version
+    if loaded is not None and getattr(loaded, "__version__", None):
+        return version_major(loaded.__version__)
+    for name in ("tensorrt", "tensorrt-cu12", "tensorrt-cu13", "tensorrt_cu12", "tensorrt_cu13"):
+        try:
+            return version_major(metadata.version(name))
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def version_major(version: str) -> int:
     try:
         return int(str(version).split(".")[0])
     except ValueError:

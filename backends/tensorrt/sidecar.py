@@ -1,8 +1,8 @@
 """The small JSON file beside every engine: what goes in and out, and how it was built.
 
 `model.engine` gets `model.engine.json`. A TensorRT engine only runs with the TensorRT version
-and GPU that built it, and says nothing about YOLO (image size, class names); the sidecar records
-those, the build settings and plan, the INT8 layer report, and the engine's sha256 so a sidecar
+and GPU that built it (and TensorRT 11 engines are strongly typed), and says nothing about YOLO (image size, class names); the sidecar records
+those, the build settings and plan, the TensorRT major and precision mode, the INT8 layer report, and the engine's sha256 so a sidecar
 never describes a different engine than the one beside it. Written atomically (temp + rename).
 """
 
@@ -18,7 +18,8 @@ from yolograph.errors import BackendError
 from yolograph.ir.serialization import write_bytes_atomic
 
 FORMAT = "yolograph.tensorrt-engine"
-VERSION = 1
+VERSION = 2  # 2 added tensorrt_major and precision_mode; version 1 sidecars still read
+READABLE_VERSIONS = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ class EngineSidecar:
     model: dict[str, Any] = field(default_factory=dict)  # source, imgsz, task, names, stride
     int8_report: dict[str, Any] | None = None
     created: str = ""
+    tensorrt_major: int = 10
+    precision_mode: str = "builder flags"  # or "strongly typed (precision from the graph)"
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -61,7 +64,7 @@ class EngineSidecar:
     def from_json(cls, data: dict, source: str = "the sidecar") -> EngineSidecar:
         if data.get("format") != FORMAT:
             raise BackendError(f"{source} is not a yolograph TensorRT sidecar (format {data.get('format')!r}).")
-        if data.get("version") != VERSION:
+        if data.get("version") not in READABLE_VERSIONS:
             raise BackendError(f"{source} has sidecar version {data.get('version')}; this yolograph reads "
                                f"version {VERSION}: rebuild the engine.")
         try:
@@ -78,6 +81,8 @@ class EngineSidecar:
                 model=dict(data.get("model") or {}),
                 int8_report=data.get("int8_report"),
                 created=str(data.get("created", "")),
+                tensorrt_major=int(data.get("tensorrt_major") or str(data["tensorrt_version"]).split(".")[0]),
+                precision_mode=str(data.get("precision_mode", "builder flags")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BackendError(f"{source} is missing or has a malformed field ({exc}); rebuild the engine.") from exc
