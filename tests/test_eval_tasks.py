@@ -288,3 +288,27 @@ def test_labelled_classify_reads_a_folder_per_class(opened, two_images, tmp_path
     cv2.imwrite(str(tmp_path / "not_a_class" / "x.jpg"), cv2.imread(str(two_images[0])))
     with pytest.raises(DataError, match="folder named 'not_a_class', which is no class"):
         evaluate_task(model, tmp_path)
+
+
+# ----------------------------------------------------------------------------- compile --eval-data: what a pipeline cost
+
+
+def test_compare_models_reports_agreement_with_and_without_labels(yolov8n_path, two_images, tmp_path: Path):
+    from yolograph.frontends import load_model
+    from yolograph.inspection.compare import compare_models
+    from yolograph.pipeline import run_pipeline
+
+    before = load_model(yolov8n_path)
+    after, _ = run_pipeline(before, "fold-bn,cleanup")
+    unlabelled = tmp_path / "unlabelled"
+    unlabelled.mkdir()
+    for path in two_images:
+        (unlabelled / path.name).write_bytes(path.read_bytes())
+    result = compare_models(before, after, data=unlabelled, agreement=True, threads=2)
+    assert result.agreement == pytest.approx(1.0, abs=1e-3) and result.map50_95_after is None
+    assert any(line.startswith("agreement with the input model 1.0") for line in result.lines())
+    with pytest.raises(DataError, match="no ground-truth"):
+        compare_models(before, after, data=unlabelled, threads=2)  # labelled-only, as before
+    labelled = compare_models(before, after, data=two_images, agreement=True, threads=2)
+    assert labelled.map50_95_before == pytest.approx(labelled.map50_95_after, abs=1e-3)
+    assert labelled.to_json()["agreement"] == pytest.approx(1.0, abs=1e-3)

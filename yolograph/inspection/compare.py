@@ -12,7 +12,6 @@ which needs no labels at all.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from yolograph.ir.model import Model
@@ -60,8 +59,9 @@ class Comparison:
 
 
 def compare_models(before: Model, after: Model, *, bench_runs: int = 0, threads: int = 0,
-                   data: str | Path | None = None, images: str | None = None, agreement: bool = False) -> Comparison:
-    """Latency (median over `bench_runs`) and accuracy on `data` of both models on ONNX Runtime.
+                   data: Any = None, images: str | None = None, agreement: bool = False) -> Comparison:
+    """Latency (median over `bench_runs`) and accuracy on `data` (a dataset path or a list of images) of both
+    models on ONNX Runtime.
 
     Without `agreement` the images must be labelled (a DataError otherwise); with it, the output model's
     agreement with the input model is measured too and labels are optional.
@@ -93,13 +93,12 @@ def _has_labels(dataset: Any) -> bool:
     return any(path.exists() and path.stat().st_size > 0 for path in dataset.label_paths)
 
 
-def _labelled_scores(models: list[Any], data: str | Path, images: str | None) -> dict[str, Any]:
-    from yolograph.evaluation import evaluate, open_dataset, parse_index_range
+def _labelled_scores(models: list[Any], data: Any, images: str | None) -> dict[str, Any]:
+    from yolograph.evaluation import evaluate
     from yolograph.evaluation.fidelity import evaluate_task
 
     if models[0].task == "detect":  # the detect path, exactly as `yolograph eval` scores it
-        dataset, selection = open_dataset(data), parse_index_range(images)
-        scores = [evaluate(m.runner.predict, dataset, imgsz=m.imgsz, images=selection) for m in models]
+        scores = [evaluate(m.runner.predict, data, imgsz=m.imgsz, images=images) for m in models]
         return {"map50_95_before": scores[0].map50_95, "map50_95_after": scores[1].map50_95,
                 "images": scores[0].images}
     task_scores = [evaluate_task(m, data, images) for m in models]
