@@ -85,14 +85,7 @@ def test_ort_int8(capsys, small_path, coco_dir, tmp_path, name):
     assert "images=" in result["pipeline"] and f"range={CALIBRATION}" in result["pipeline"]
 
 
-def _openvino_profile_missing() -> bool:
-    from yolograph.quantization.profiles import PROFILES
-
-    return "openvino" not in PROFILES
-
-
-@pytest.mark.parametrize("name", ["openvino-fp32", pytest.param("openvino-int8", marks=pytest.mark.xfail(
-    _openvino_profile_missing(), reason="the openvino Q/DQ profile is not in the tree yet", strict=True))])
+@pytest.mark.parametrize("name", ["openvino-fp32", "openvino-int8"])
 def test_openvino_targets(capsys, small_path, coco_dir, tmp_path, name):
     pytest.importorskip("openvino")
     result = run_cpu_target(capsys, name, small_path, coco_dir, tmp_path)

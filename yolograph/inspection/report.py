@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 
-from yolograph.errors import DataError
 from yolograph.ir.model import Model
 from yolograph.pipeline.manager import PipelineReport
 from yolograph.progress import track
@@ -179,19 +178,18 @@ def _latency_section(report: Report, before: Model, after: Model, backend: str, 
 
 
 def _accuracy_section(report: Report, before: Model, after: Model, options: ReportOptions) -> None:
-    from yolograph.evaluation.fidelity import agreement
     from yolograph.inspection.compare import compare_models
 
-    try:
-        comparison = compare_models(before, after, data=options.data, images=options.eval_images,
-                                    threads=options.threads)
-        report.accuracy.append({"measure": "mAP50-95 (labels)", "before": comparison.map50_95_before,
-                                "after": comparison.map50_95_after, "images": comparison.images})
-    except DataError as exc:  # no labels: the label-free measure below still applies
-        report.notes.append(f"No labelled accuracy: {exc}")
-    score = agreement(after, before, options.data, options.eval_images, threads=options.threads)
-    report.accuracy.append({"measure": f"agreement with the input model ({score.metric})", "before": 1.0,
-                            "after": score.value, "images": score.images})
+    comparison = compare_models(before, after, data=options.data, images=options.eval_images,
+                                threads=options.threads, agreement=True)
+    if comparison.map50_95_before is not None:
+        report.accuracy.append({"measure": f"{comparison.accuracy_metric or 'mAP50-95'} (labels)",
+                                "before": comparison.map50_95_before, "after": comparison.map50_95_after,
+                                "images": comparison.images})
+    else:
+        report.notes.append("The evaluation images have no labels: accuracy is the label-free agreement only.")
+    report.accuracy.append({"measure": f"agreement with the input model ({comparison.agreement_metric})",
+                            "before": 1.0, "after": comparison.agreement, "images": comparison.images})
 
 
 def _prediction_section(report: Report, before: Model, after: Model, backend: str, artifact: Path | None,
