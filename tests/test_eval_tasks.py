@@ -312,3 +312,15 @@ def test_compare_models_reports_agreement_with_and_without_labels(yolov8n_path, 
     labelled = compare_models(before, after, data=two_images, agreement=True, threads=2)
     assert labelled.map50_95_before == pytest.approx(labelled.map50_95_after, abs=1e-3)
     assert labelled.to_json()["agreement"] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_layouts_refuse_end_to_end_exports_and_inconsistent_names():
+    from yolograph.evaluation.tasks import layout_from_outputs
+
+    with pytest.raises(ModelError, match="end-to-end export .* end2end=False"):
+        layout_from_outputs({"task": "detect", "end2end": "True"}, [(1, 300, 6)])
+    with pytest.raises(ModelError, match="names 2 classes in its metadata but its output has 3 class rows"):
+        layout_from_outputs({"task": "obb", "names": "{0: 'a', 1: 'b'}"}, [(1, 8, 100)])
+    assert layout_from_outputs({}, [(1, 116, 100), (1, 32, 16, 16)]).describe() == "segment with 80 classes"
+    with pytest.raises(ModelError, match="without a kpt_shape"):
+        layout_from_outputs({"task": "pose"}, [(1, 56, 100)])

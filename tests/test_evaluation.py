@@ -386,3 +386,20 @@ def test_polygon_labels_become_boxes_and_duplicates_drop(tmp_path: Path):
     label = tmp_path / "x.txt"
     label.write_text("2 0.1 0.2 0.5 0.2 0.3 0.6\n1 0.5 0.5 0.2 0.2\n1 0.5 0.5 0.2 0.2\n")
     np.testing.assert_allclose(read_label_file(label), [[2, 0.3, 0.4, 0.4, 0.4], [1, 0.5, 0.5, 0.2, 0.2]])
+
+
+def test_task_decode_of_a_detect_model_is_postprocess():
+    """`decode` (what eval of any task and predict use) gives detect exactly what the mAP path decodes."""
+    from yolograph.evaluation.predictions import decode
+    from yolograph.evaluation.tasks import TaskLayout
+
+    rng = np.random.default_rng(3)
+    raw = np.concatenate([rng.uniform(0, 640, (1, 4, 500)), rng.uniform(0, 1, (1, 6, 500))], axis=1).astype(np.float32)
+    raw[:, 2:4] = rng.uniform(5, 120, (1, 2, 500))
+    geometry = LetterboxGeometry(0.5, 0, 80, (960, 1280), (640, 640))
+    expected = postprocess(raw, geometry, conf=0.3)
+    found = decode([raw], geometry, TaskLayout("detect", 6), conf=0.3)
+    assert len(found) == len(expected) > 10
+    np.testing.assert_array_equal(found.boxes, expected.boxes)
+    np.testing.assert_array_equal(found.scores, expected.scores)
+    np.testing.assert_array_equal(found.classes, expected.classes)

@@ -59,6 +59,9 @@ def layout_from_outputs(metadata: Mapping[str, str], output_shapes: Sequence[Seq
     if task not in TASKS:
         raise ModelError(f"{source} says its task is {task!r}, which yolograph cannot decode; "
                          f"use a model of one of: {', '.join(TASKS)}.")
+    if str(metadata.get("end2end", "")).lower() == "true":
+        raise ModelError(f"{source} is an end-to-end export (NMS inside the model, outputs {[list(s) for s in shapes]}); "
+                         "yolograph decodes raw head outputs: export it with end2end=False.")
     names = parse_names(metadata.get("names"))
     first = shapes[0]
     if task == "classify":
