@@ -383,3 +383,19 @@ def test_our_int8_fp16_and_best_graphs_are_ready_for_both_majors(yolov8n, coco_d
     check_type_consistency(best)
     scales = [n.inputs[1].values.dtype for n in best.graph.nodes if n.op == "QuantizeLinear"]
     assert scales and set(scales) == {np.dtype(np.float16)}  # INT8 convs between float16 tensors
+
+
+def test_inspect_target_trt11_names_the_node(tmp_path, capsys):
+    from yolograph.cli import main
+    from yolograph.ir.serialization import save_model
+
+    model = _typed_model(
+        [helper.make_node("Cast", ["x"], ["h"], name="to_half", to=TensorProto.FLOAT16),
+         helper.make_node("Add", ["x", "h"], ["y"], name="mixed_add")],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4, 4])])
+    path = tmp_path / "mixed.onnx"
+    save_model(model, path)
+    assert main(["inspect", str(path), "--target", "trt11"]) == 0
+    out = capsys.readouterr().out
+    assert "TensorRT readiness: 1 error(s)" in out and "mixed_add" in out and "insert a Cast" in out

@@ -14,7 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", nargs="?", help=MODEL_HELP)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--prune-groups", action="store_true", help="show the coupled channel groups pruning uses")
-    p.add_argument("--target", choices=["trt"], help="also check readiness for a backend target")
+    p.add_argument("--target", choices=["trt", "trt11"],
+                   help="also check readiness for a backend target (trt: TensorRT 10, trt11: strongly typed 11)")
     p.set_defaults(handler=cmd_inspect)
 
     p = sub.add_parser("passes", help="list the registered passes with their contracts")
@@ -43,10 +44,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         groups = find_channel_groups(model)
         summary["prune_groups"] = groups_to_json(groups)
         extra_text.append(format_groups(groups))
-    if args.target == "trt":
+    if args.target in ("trt", "trt11"):
         from yolograph.backends.tensorrt import check_readiness, format_findings
 
-        findings = check_readiness(model)
+        findings = check_readiness(model, args.target)
         summary["trt_findings"] = [vars(f) if hasattr(f, "__dict__") else f for f in findings]
         extra_text.append(format_findings(findings))
     if args.json:
