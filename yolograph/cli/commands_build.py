@@ -61,9 +61,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if plan.target and not args.json:
         print(plan.line(), flush=True)  # before the work: the user sees what runs
     model = load_model(args.model)
-    from yolograph.ir.sanity import pipeline_warnings
+    from yolograph.ir.sanity import check_pipeline
 
-    for line in pipeline_warnings(model, [p.name for p in manager.passes]):
+    for line in check_pipeline(model, manager.passes):
         print(f"warning: {line}", file=sys.stderr)
     verify_inputs = []
     for path in args.verify_input:

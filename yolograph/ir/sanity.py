@@ -53,6 +53,24 @@ def non_finite_weights(model: Model) -> list[tuple[str, int, int, int]]:
     return found
 
 
+def check_pipeline(model: Model, passes: Iterable) -> list[str]:
+    """Before a pipeline runs: raise ModelError for a pass the model cannot work with, return warnings.
+
+    A pass given images (calibration, pruning data) feeds RGB pictures, so the model's image input
+    must have 3 channels; head-aware passes on a model without a YOLO head only warn.
+    """
+    passes = list(passes)
+    image = model.graph.inputs[0] if model.graph.inputs else None
+    shape = list(image.shape or []) if image is not None else []
+    fed = [p.spec() for p in passes if getattr(p.options, "images", None)]
+    if fed and len(shape) == 4 and 3 not in (shape[1], shape[3]):
+        raise ModelError(
+            f"{fed[0]} feeds RGB images (3 channels), but the model's input {image.name!r} is {shape}; "
+            "give an image model with a [N, 3, H, W] input, or calibrate with npy= tensors of the model's input shape."
+        )
+    return pipeline_warnings(model, [p.name for p in passes])
+
+
 def pipeline_warnings(model: Model, pass_names: Iterable[str]) -> list[str]:
     """One sentence per head-aware pass in `pass_names` when the model has no YOLO head (else none)."""
     if model.facts.task is not None or model.facts.num_classes is not None:
