@@ -185,3 +185,12 @@ def test_classify_fixture_verifies(data_dir):
     out, report = run_pipeline(model, "to-fp16", verify=True)
     assert report.records[0].verified == "ok"
     check_type_consistency(out)
+
+
+def test_float16_io_option():
+    model = _conv_resize_model()
+    out, report = run_pipeline(model, "to-fp16{io=float16,decode=false}", verify=True)
+    assert report.records[0].verified == "ok"
+    assert out.inputs[0].dtype == np.float16 and tensor_dtypes(out)["y"] == np.float16
+    assert "Cast" not in _ops(out)  # nothing to cast: the whole graph is float16
+    check_type_consistency(out)
