@@ -254,3 +254,13 @@ def test_internal_error_is_one_line_pointing_to_debug(capsys, tmp_path, corpus, 
     assert "Traceback" in err and "KeyError" in err and err.strip().splitlines()[-1].startswith("error: ")
     assert main(["inspect", str(corpus["good"]), "--debug"]) == 2  # after the command too
     assert "Traceback" in capsys.readouterr().err
+
+
+def test_head_aware_pass_on_a_non_yolo_model_warns_in_one_line_and_still_runs(capsys, tmp_path, corpus):
+    code = main(["compile", str(corpus["non_yolo"]), "-p", "fold-bn,insert-qdq{profile=ort-cpu}",
+                 "-o", str(tmp_path / "q.onnx")])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and "insert-qdq" in warnings[0] and "YOLO head" in warnings[0]
+    assert (tmp_path / "q.onnx").is_file()
