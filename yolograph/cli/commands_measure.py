@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from yolograph.cli.common import MODEL_HELP, check_outputs, non_negative_int, positive_int, print_json
+from yolograph.cli.common import (
+    MODEL_HELP,
+    check_outputs,
+    non_negative_int,
+    positive_int,
+    print_json,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

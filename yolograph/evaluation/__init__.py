@@ -24,14 +24,18 @@ from yolograph.evaluation.dataset import (
     parse_index_range,
     read_label_file,
 )
+from yolograph.evaluation.evaluate import (
+    EvalResult,
+    evaluate,
+    predict_detections,
+    resolve_dataset,
+    score_detections,
+)
 from yolograph.evaluation.fidelity import agreement, evaluate_task
 from yolograph.evaluation.inference import TaskModel
-from yolograph.evaluation.predictions import Predictions, decode
-from yolograph.evaluation.task_metrics import TaskScore
-from yolograph.evaluation.tasks import TaskLayout
-from yolograph.evaluation.evaluate import EvalResult, evaluate, predict_detections, resolve_dataset, score_detections
 from yolograph.evaluation.metrics import CocoStats, GroundTruth, coco_map
 from yolograph.evaluation.postprocess import Detections, postprocess
+from yolograph.evaluation.predictions import Predictions, decode
 from yolograph.evaluation.preprocess import (
     LetterboxGeometry,
     iter_image_tensors,
@@ -40,6 +44,8 @@ from yolograph.evaluation.preprocess import (
     preprocess_image,
     read_image,
 )
+from yolograph.evaluation.task_metrics import TaskScore
+from yolograph.evaluation.tasks import TaskLayout
 
 __all__ = [
     "CocoStats",
@@ -61,8 +67,8 @@ __all__ = [
     "iter_image_tensors",
     "label_path_for",
     "letterbox",
-    "open_dataset",
     "normalize_imgsz",
+    "open_dataset",
     "parse_index_range",
     "postprocess",
     "predict_detections",

@@ -13,7 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from yolograph.evaluation.dataset import YoloDataset, dataset_from_image_paths, open_dataset
+from yolograph.evaluation.dataset import (
+    YoloDataset,
+    dataset_from_image_paths,
+    open_dataset,
+)
 from yolograph.evaluation.metrics import CocoStats, GroundTruth, coco_map
 from yolograph.evaluation.postprocess import Detections, postprocess
 from yolograph.evaluation.preprocess import normalize_imgsz, preprocess_image

@@ -15,8 +15,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from yolograph.errors import DataError
 from yolograph.evaluation.dataset import IMAGE_SUFFIXES, label_path_for
 from yolograph.evaluation.evaluate import DataSource, resolve_dataset

@@ -19,7 +19,7 @@ from yolograph.evaluation.preprocess import LetterboxGeometry
 def mask_shape(original_shape: tuple[int, int], scale: float = 1.0) -> tuple[int, int]:
     """The (height, width) masks of an image of `original_shape` get at `scale`."""
     height, width = original_shape
-    return max(1, int(round(height * scale))), max(1, int(round(width * scale)))
+    return max(1, round(height * scale)), max(1, round(width * scale))
 
 
 def masks_from_prototypes(coefficients: np.ndarray, prototypes: np.ndarray, boxes: np.ndarray,

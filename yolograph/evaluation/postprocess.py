@@ -58,7 +58,7 @@ def check_raw_output(output: np.ndarray) -> np.ndarray:
 def decode_candidates(output: np.ndarray, conf: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The xyxy boxes (input pixels), best-class scores and classes of the anchors scoring ``> conf``."""
     prediction = check_raw_output(output)
-    anchors, boxes, scores, classes = _candidates(prediction, prediction.shape[0] - 4, conf)
+    _, boxes, scores, classes = _candidates(prediction, prediction.shape[0] - 4, conf)
     return boxes, scores, classes
 
 

@@ -20,8 +20,21 @@ import numpy as np
 
 from yolograph.evaluation import rotated
 from yolograph.evaluation.masks import masks_from_prototypes
-from yolograph.evaluation.postprocess import MAX_NMS, MAX_WH, _candidates, postprocess, scale_boxes_to_original, select_anchors
-from yolograph.evaluation.preprocess import LetterboxGeometry, letterbox, normalize_imgsz, read_image, to_input_tensor
+from yolograph.evaluation.postprocess import (
+    MAX_NMS,
+    MAX_WH,
+    _candidates,
+    postprocess,
+    scale_boxes_to_original,
+    select_anchors,
+)
+from yolograph.evaluation.preprocess import (
+    LetterboxGeometry,
+    letterbox,
+    normalize_imgsz,
+    read_image,
+    to_input_tensor,
+)
 from yolograph.evaluation.tasks import TaskLayout
 
 TOP_K = 5
@@ -93,9 +106,9 @@ def classify_preprocess(image_bgr: np.ndarray, imgsz: int | tuple[int, int]) -> 
     height, width = normalize_imgsz(imgsz)
     h0, w0 = image_bgr.shape[:2]
     ratio = max(height / h0, width / w0)
-    new_w, new_h = max(width, int(round(w0 * ratio))), max(height, int(round(h0 * ratio)))
+    new_w, new_h = max(width, round(w0 * ratio)), max(height, round(h0 * ratio))
     resized = cv2.resize(image_bgr, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    top, left = int(round((new_h - height) / 2.0)), int(round((new_w - width) / 2.0))
+    top, left = round((new_h - height) / 2.0), round((new_w - width) / 2.0)
     cropped = resized[top : top + height, left : left + width]
     return to_input_tensor(cropped), LetterboxGeometry(ratio, -left, -top, (h0, w0), (height, width))
 

@@ -16,7 +16,12 @@ import numpy as np
 
 from yolograph.errors import DataError
 from yolograph.evaluation.masks import mask_iou
-from yolograph.evaluation.metrics import MAX_DETS, ApAccumulator, coco_box_iou, xyxy_to_xywh
+from yolograph.evaluation.metrics import (
+    MAX_DETS,
+    ApAccumulator,
+    coco_box_iou,
+    xyxy_to_xywh,
+)
 from yolograph.evaluation.predictions import Predictions
 from yolograph.evaluation.rotated import rotated_iou
 

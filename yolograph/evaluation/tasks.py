@@ -124,9 +124,9 @@ def parse_kpt_shape(text: str | None) -> tuple[int, int] | None:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
         return None
-    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) and v > 0 for v in value):
-        if value[1] in (2, 3):
-            return int(value[0]), int(value[1])
+    if (isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) and v > 0 for v in value)
+            and value[1] in (2, 3)):
+        return int(value[0]), int(value[1])
     return None
 
 

@@ -47,7 +47,7 @@ def draw_predictions(image_bgr: np.ndarray, predictions: Predictions, layout: Ta
             cv2.polylines(canvas, [np.round(points).astype(np.int32).reshape(-1, 1, 2)], True, color, scale, cv2.LINE_AA)
             anchor = tuple(int(v) for v in points[np.argmin(points[:, 1])])
         else:
-            x1, y1, x2, y2 = (int(round(v)) for v in predictions.boxes[i])
+            x1, y1, x2, y2 = (round(v) for v in predictions.boxes[i])
             cv2.rectangle(canvas, (x1, y1), (x2, y2), color, scale, cv2.LINE_8)  # crisp, exact-colour edges
             anchor = (x1, y1)
         if predictions.keypoints is not None:
@@ -72,7 +72,7 @@ def side_by_side(left: np.ndarray, right: np.ndarray, titles: tuple[str, str]) -
 
 
 def _line_width(image: np.ndarray) -> int:
-    return max(1, int(round(sum(image.shape[:2]) / 2 * 0.003)))  # Ultralytics' default line width rule
+    return max(1, round(sum(image.shape[:2]) / 2 * 0.003))  # Ultralytics' default line width rule
 
 
 def _draw_label(canvas: np.ndarray, text: str, anchor: tuple[int, int], color: tuple[int, int, int], scale: int) -> None:
@@ -103,12 +103,12 @@ def _draw_keypoints(canvas: np.ndarray, points: np.ndarray, scale: int) -> None:
     if len(points) == 17:
         for a, b in COCO_SKELETON:
             if visible[a - 1] and visible[b - 1]:
-                start = tuple(int(round(v)) for v in points[a - 1, :2])
-                stop = tuple(int(round(v)) for v in points[b - 1, :2])
+                start = tuple(round(v) for v in points[a - 1, :2])
+                stop = tuple(round(v) for v in points[b - 1, :2])
                 cv2.line(canvas, start, stop, class_color(a + 2), max(1, scale - 1), cv2.LINE_AA)
     for k, (x, y, _) in enumerate(points):
         if visible[k]:
-            cv2.circle(canvas, (int(round(x)), int(round(y))), radius, class_color(k + 9), -1, cv2.LINE_AA)
+            cv2.circle(canvas, (round(x), round(y)), radius, class_color(k + 9), -1, cv2.LINE_AA)
 
 
 def _draw_top5(canvas: np.ndarray, predictions: Predictions, layout: TaskLayout, scale: int) -> np.ndarray:
