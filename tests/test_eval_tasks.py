@@ -324,3 +324,18 @@ def test_layouts_refuse_end_to_end_exports_and_inconsistent_names():
     assert layout_from_outputs({}, [(1, 116, 100), (1, 32, 16, 16)]).describe() == "segment with 80 classes"
     with pytest.raises(ModelError, match="without a kpt_shape"):
         layout_from_outputs({"task": "pose"}, [(1, 56, 100)])
+
+
+@pytest.mark.parametrize("iou", [0.7, 0.3, 0.05])
+def test_rotated_nms_skips_far_pairs_without_changing_the_result(iou):
+    """The distance pre-filter must keep exactly what the full ProbIoU matrix (Ultralytics' rule) keeps."""
+    from yolograph.evaluation.rotated import nms_rotated, probiou
+
+    rng = np.random.default_rng(1)
+    n = 1500
+    boxes = np.concatenate([rng.uniform(0, 300, (n, 2)), rng.uniform(2, 60, (n, 2)), rng.uniform(0, 3.14, (n, 1))], 1)
+    scores = rng.uniform(0, 1, n)
+    order = np.argsort(-scores, kind="stable")
+    full = np.triu(probiou(boxes[order], boxes[order]), 1)
+    expected = order[np.flatnonzero(full.max(axis=0) < iou)][:300]
+    np.testing.assert_array_equal(nms_rotated(boxes, scores, iou, max_keep=300), expected)
