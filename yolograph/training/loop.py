@@ -162,3 +162,13 @@ def trainable_where_shapes_changed(student: Model, teacher: Model) -> Callable[[
 def evaluation_targets(student: Model, teacher: Model) -> DistillTargets:
     """The head taps alone (no features): what the pass reports its loss on before and after."""
     return distill_targets(student, teacher, 0.0)
+
+
+def loss_on_samples(student: Model, teacher: Model, samples: np.ndarray, feature_weight: float = 0.0) -> float:
+    """The distillation loss of `student` on fixed `[N,3,H,W]` samples (no augmentation, no training)."""
+    targets = distill_targets(student, teacher, feature_weight)
+    with torch.no_grad():
+        x = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
+        s = GraphModule(student, outputs=targets.student_tensors)(x)
+        t = GraphModule(teacher, outputs=targets.teacher_tensors)(x)
+        return float(distill_loss(targets, s, t)[0])
