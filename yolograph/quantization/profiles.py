@@ -105,15 +105,16 @@ PROFILES["tvm"] = replace(PROFILES["ort-cpu"], name="tvm", silu_as=None)
 # input into the producing Conv as an output post-op, after the bias and SiLU (Swish) post-ops. So
 # Q/DQ goes only on Conv/MatMul inputs: SiLU stays float and costs nothing, Conv outputs (head logits
 # included) leave the Conv in float, and data-movement ops and Concat share their inputs' scale so
-# MaxPool/Resize/Split/Concat run on int8. U8 asymmetric activations, S8 per-channel weights, float
-# bias. Measured on yolov8n (1-thread CPU ms per run, OpenVINO 2026.4 on an AMX Xeon, each line one
-# run): this 27.8 vs ort-cpu's placement 29.0 vs tvm's 31.1; this 25.0 vs NNCF's 31.2. Quantizing both
-# Add inputs as well (NNCF's rule) was slower in every run: a float residual Add fuses into the Conv
-# before it. S8 symmetric activations measured 2% faster, not worth the bit they lose after SiLU.
+# MaxPool/Resize/Split/Concat run on int8. S8 symmetric activations: a non-zero zero point makes the
+# CPU plugin add zero-point compensation to every Conv. Measured on yolov8n (1-thread CPU ms per run,
+# OpenVINO 2026.4 on an AMX Xeon, calibrated on coco128 0-31, mAP50-95 on 32-127): S8 symmetric 31.3
+# ms / 0.4344, U8 asymmetric 35.8 ms / 0.4355, NNCF's placement (asymmetric) 35.9 ms. With one
+# placeholder scale everywhere: this placement 27.8 ms, ort-cpu's 29.0, tvm's 31.1. Quantizing both
+# Add inputs too (NNCF's rule) was slower in every run: a float residual Add fuses into the Conv before it.
 PROFILES["openvino"] = QdqProfile(
     name="openvino",
-    activation_signed=False,
-    activation_symmetric=False,
+    activation_signed=True,
+    activation_symmetric=True,
     input_ops=frozenset({"Conv", "MatMul"}),
     output_ops=frozenset(),
     shared_scale_ops=frozenset({"MaxPool", "Resize", "Split", "Concat"}),
