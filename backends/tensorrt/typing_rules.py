@@ -81,7 +81,7 @@ def _strict_inference(model: Model, finding, reported: set[str]) -> Iterator:
     """ONNX's strict type inference: declared types that disagree with what the ops compute."""
     try:
         onnx.shape_inference.infer_shapes(model.to_onnx(), check_type=True, strict_mode=True)
-    except Exception as exc:  # InferenceError for type errors; custom ops are reported elsewhere
+    except Exception as exc:  # noqa: BLE001 - InferenceError for type errors; custom ops are reported elsewhere
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if "No Op registered" in text or "Unsupported domain" in text:
             return

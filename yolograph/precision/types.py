@@ -34,7 +34,7 @@ def tensor_dtypes(model: Model) -> dict[str, np.dtype]:
     proto = model.to_onnx()
     try:
         proto = onnx.shape_inference.infer_shapes(proto)
-    except Exception:  # custom-domain ops: keep what the graph states
+    except Exception:  # noqa: BLE001, S110 - custom-domain ops: keep what the graph states
         pass
     types: dict[str, np.dtype] = {}
     for value in (*proto.graph.value_info, *proto.graph.input, *proto.graph.output):
