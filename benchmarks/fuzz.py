@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         "per_pass": {p: dict(c) for p, c in per_pass.items()},
         "mean_nodes": round(sum(o.nodes for o in outcomes) / max(len(outcomes), 1), 1),
         "seconds": round(seconds, 1),
-        "host": f"{platform.machine()} {platform.processor() or ''} shared CPU".strip(),
+        "host": f"{platform.machine()}, {os.cpu_count()} CPUs shared with other work",
         "failures": [o.to_json() for o in outcomes if o.status in FAILING],
         "refused": [o.to_json() for o in outcomes if o.status == "refused"],
     }
