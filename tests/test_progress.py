@@ -81,3 +81,18 @@ def test_quiet_after_the_command_name_works_too(monkeypatch, capsys, yolov8n_pat
     assert main(["bench", str(yolov8n_path), "--runs", "2", "--warmup", "0", "--json", "--quiet"]) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out)["runs"] == 2 and "bench" not in captured.err
+
+
+def test_calibration_progress_goes_to_stderr_not_into_compile_json(monkeypatch, capsys, tmp_path, coco_dir):
+    from yolograph.frontends.builder import build_builtin
+    from yolograph.ir.serialization import save_model
+
+    model = tmp_path / "small.onnx"
+    save_model(build_builtin("n", num_classes=3, imgsz=160), model)
+    monkeypatch.setenv("YOLOGRAPH_PROGRESS", "1")
+    code = main(["compile", str(model), "--target", "ort-int8", "--data", str(coco_dir), "--calib-images", "0:2",
+                 "-o", str(tmp_path / "int8.onnx"), "--bench", "2", "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert json.loads(captured.out)["target"] == "ort-int8"
+    assert "calibrate" in captured.err and "2/2" in captured.err  # calibration images, then the bench runs

@@ -189,7 +189,8 @@ def _accuracy_section(report: Report, before: Model, after: Model, options: Repo
     else:
         report.notes.append("The evaluation images have no labels: accuracy is the label-free agreement only.")
     report.accuracy.append({"measure": f"agreement with the input model ({comparison.agreement_metric})",
-                            "before": 1.0, "after": comparison.agreement, "images": comparison.images})
+                            "before": None, "after": comparison.agreement, "images": comparison.images,
+                            "reference": True})
 
 
 def _prediction_section(report: Report, before: Model, after: Model, backend: str, artifact: Path | None,

@@ -31,7 +31,9 @@ code{background:#f0f2f5;padding:2px 5px;border-radius:3px;font-size:12px;word-br
 img{max-width:100%;height:auto;border:1px solid #e6e8ee}
 figure{margin:8px 0}figcaption{font-size:12px;color:#5b6475}
 .note{font-size:12px;color:#5b6475}
-#passes td:nth-child(n+7){white-space:normal;text-align:left;min-width:220px;max-width:420px;font-size:12px}
+#passes td:nth-child(2){white-space:normal;word-break:break-all;max-width:300px}
+#passes td:nth-child(7){white-space:normal;text-align:left;min-width:200px;max-width:320px;font-size:12px}
+section{overflow-x:auto}
 """
 
 
@@ -93,7 +95,11 @@ def _overview(report: Report) -> str:
         cards.append(_card(f"{row['speedup']:.2f}x", f"speed vs input ({row['backend']})",
                            "good" if row["speedup"] >= 1 else "bad"))
     for row in report.accuracy:
-        if row["after"] is not None and row["before"] is not None:
+        if row["after"] is None:
+            continue
+        if row.get("reference"):  # agreement: 1.0 is a copy of the input model, so no good/bad colour
+            cards.append(_card(f"{row['after']:.4f}", row["measure"]))
+        elif row["before"] is not None:
             delta = 100 * (row["after"] - row["before"])
             cards.append(_card(f"{row['after']:.4f}", f"{row['measure']} ({delta:+.2f} pt)",
                                "good" if delta >= -0.5 else "bad"))
@@ -179,9 +185,9 @@ def _latency(report: Report) -> str:
 def _accuracy(report: Report) -> str:
     if not report.accuracy:
         return ""
-    rows = [[r["measure"], _fmt(r["before"]), _fmt(r["after"]),
-             f"{100 * (r['after'] - r['before']):+.2f}" if r["after"] is not None and r["before"] is not None else "-",
-             r["images"]] for r in report.accuracy]
+    rows = [[r["measure"], "1 (the reference)" if r.get("reference") else _fmt(r["before"]), _fmt(r["after"]),
+             f"{100 * (r['after'] - r['before']):+.2f}" if r["after"] is not None and r["before"] is not None
+             and not r.get("reference") else "-", r["images"]] for r in report.accuracy]
     return _section("accuracy", "Accuracy before / after",
                     _table(["measure", "input model", "output model", "change (points)", "images"], rows))
 
