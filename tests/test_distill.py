@@ -162,3 +162,23 @@ def test_missing_torch_says_how_to_install(monkeypatch, pruned, coco_dir):
         distill.run(pruned.copy())
     message = str(info.value)
     assert "pip install 'yolograph[train]'" in message and "\n" not in message
+
+
+def test_distill_after_insert_qdq_and_calibrate_is_qat_lite(pruned, teacher, coco_dir, tmp_path):
+    from yolograph.ir.serialization import save_model
+
+    path = tmp_path / "teacher.onnx"
+    save_model(teacher, path)
+    quantized, _ = run_pipeline(pruned, f"insert-qdq,calibrate{{images={coco_dir},count=2}}")
+    model, report = run_pipeline(quantized, f"distill{{teacher={path},images={coco_dir},count=2,steps=3,batch=1,"
+                                            "lr=5e-2}", verify=True)
+    assert report.records[0].verified == "ok" and report.records[0].stats["quantized"]
+
+    def int8_weights(m):
+        return {n: np.array(t.values) for n, t in m.graph.tensors().items()
+                if hasattr(t, "values") and np.asarray(t.values).dtype == np.int8 and np.asarray(t.values).ndim == 4}
+
+    before, after = int8_weights(quantized), int8_weights(model)
+    assert before.keys() == after.keys() and before  # still int8 initializers, same names
+    assert any(not np.array_equal(before[n], after[n]) for n in before)  # and trained
+    OrtRunner(model).run({model.inputs[0].name: np.zeros((1, 3, IMGSZ, IMGSZ), np.float32)})
