@@ -105,7 +105,11 @@ class Distill(Pass):
 
         require_torch("distill")
         from yolograph.training.augment import Augmentation
-        from yolograph.training.loop import TrainConfig, distill_model, trainable_where_shapes_changed
+        from yolograph.training.loop import (
+            TrainConfig,
+            distill_model,
+            trainable_where_shapes_changed,
+        )
 
         options, context = self.options, PassContext.current()
         teacher = _teacher(options, context)

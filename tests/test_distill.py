@@ -14,8 +14,8 @@ from yolograph.runtime import OrtRunner
 
 torch = pytest.importorskip("torch", reason="distill needs the optional extra yolograph[train]")
 
-from yolograph.training.emitter import GraphModule  # noqa: E402  (after the torch check)
-from yolograph.training.loop import TrainConfig, distill_model, loss_on_samples  # noqa: E402
+from yolograph.training.emitter import GraphModule  # after the torch check
+from yolograph.training.loop import TrainConfig, distill_model, loss_on_samples
 
 IMGSZ = 128
 TINY_PRUNE = "prune{macs=0.3,criterion=l1,reconstruct=none,round_to=4,min_channels=4}"
