@@ -339,3 +339,26 @@ def test_rotated_nms_skips_far_pairs_without_changing_the_result(iou):
     full = np.triu(probiou(boxes[order], boxes[order]), 1)
     expected = order[np.flatnonzero(full.max(axis=0) < iou)][:300]
     np.testing.assert_array_equal(nms_rotated(boxes, scores, iou, max_keep=300), expected)
+
+
+class FakeSegmentRunner(FakeRunner):
+    def __init__(self, raw: np.ndarray, prototypes: np.ndarray) -> None:
+        super().__init__({"task": "segment", "names": "{0: 'a', 1: 'b'}"}, raw)
+        self.prototypes = prototypes
+
+    def run(self, feed):
+        return [self.raw[None].astype(np.float32), self.prototypes[None].astype(np.float32)]
+
+
+def test_labelled_segment_evaluation_from_polygon_label_files(tmp_path: Path):
+    raw = np.zeros((4 + 2 + 1, 1))
+    raw[:4, 0] = [32, 32, 24, 16]  # a 24x16 box in the middle of the 64x64 image
+    raw[4, 0], raw[6, 0] = 0.9, 1.0  # class 0, mask coefficient 1
+    model = TaskModel.open(FakeSegmentRunner(raw, np.ones((1, 16, 16))))  # the mask fills its box
+    found = model.predict(np.full((64, 64, 3), 90, np.uint8))
+    assert found.masks.shape == (1, 64, 64) and found.masks[0].sum() == 24 * 16
+    rectangle = " ".join(f"{v / 64:.6f}" for v in (20, 24, 44, 24, 44, 40, 20, 40))
+    score = evaluate_task(model, _dataset(tmp_path / "right", [f"0 {rectangle}"]))
+    assert score.extra["box_map50_95"] == pytest.approx(1.0)
+    assert score.value > 0.6  # masks meet at half resolution: the polygon's edge pixels differ
+    assert evaluate_task(model, _dataset(tmp_path / "other", [f"1 {rectangle}"])).value == 0.0
