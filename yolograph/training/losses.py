@@ -66,7 +66,7 @@ def distill_targets(student: Model, teacher: Model, feature_weight: float = 0.0)
         partner = t_facts.branch(branch.role)
         if partner is None or len(partner.nodes) != len(branch.nodes):
             continue
-        kind = {"box": "dfl" if s_facts.reg_max > 1 else "mse", "class": "class"}.get(branch.role, "mse")
+        kind = {"box": "dfl" if (s_facts.reg_max or 1) > 1 else "mse", "class": "class"}.get(branch.role, "mse")
         for level, (s_node, t_node) in enumerate(zip(branch.nodes, partner.nodes)):
             taps.append(Tap(s_out[s_node], t_out[t_node], kind, level))
     if not taps:  # nothing the facts describe: match the model outputs themselves
