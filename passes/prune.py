@@ -2,8 +2,9 @@
 
 Removes whole conv output channels, together with every channel they are coupled to (residual Adds,
 Concat offsets, C2f Split sections, SPPF's MaxPool chain, depthwise convs, BN), as found by
-`yolograph.analysis.channel_groups`; model outputs and the Detect head's box/class channels are never
-touched. Channels are ranked by importance and removed until `macs` of the conv MACs (or `ratio` of the
+`yolograph.analysis.channel_groups`; model outputs and every head branch's final convs (box, class, mask
+coefficients, prototypes, keypoints, angle, classifier) are never touched, so each task's outputs keep
+their shape. Channels are ranked by importance and removed until `macs` of the conv MACs (or `ratio` of the
 prunable channels) are gone, or, with `budget=map:DROP`, as many MACs as keep the mAP50-95 drop on the
 labelled calibration images within DROP (the fraction found by bisection); no training. Criteria: l1 /
 l2 filter norm or BN |gamma| (ranked per group, one global threshold), or activation (default): greedy
@@ -132,6 +133,7 @@ class Prune(Pass):
             "candidate_groups": len(candidate_groups(setup.analysis.groups, setup.rules)),
             "removed_channels": pruned.removed_channels,
             "calibration_images": len(setup.images),
+            "sensitivity_groups": setup.sensitivity_groups,
             "refit_convs": pruned.refit_convs,
             "steps": pruned.steps,
             **search,
@@ -169,6 +171,7 @@ class _Setup:
     consumer_inputs: list[str]
     moments: dict[str, np.ndarray] | None
     select: Callable[[str, float], set[int]]  # (target, amount) -> the channel classes to remove
+    sensitivity_groups: int = 0  # groups whose end-to-end sensitivity was measured
 
 
 def _prepare(model: Model, options: PruneOptions) -> _Setup:
@@ -188,13 +191,15 @@ def _prepare(model: Model, options: PruneOptions) -> _Setup:
 
         def select(target: str, amount: float) -> set[int]:
             return greedy.select(target=target, amount=amount, weights=weights)
-    else:
-        scores = class_importance(model, analysis, options.criterion, moments)
 
-        def select(target: str, amount: float) -> set[int]:
-            plan = select_classes(analysis.groups, scores, sites, target=target, amount=amount,
-                                  scope=options.scope, rules=rules)
-            return removed_roots(analysis.groups, scores, plan)
+        return _Setup(analysis, rules, images, consumer_inputs, moments, select, len(weights or {}))
+    scores = class_importance(model, analysis, options.criterion, moments)
+
+    def select(target: str, amount: float) -> set[int]:
+        plan = select_classes(analysis.groups, scores, sites, target=target, amount=amount,
+                              scope=options.scope, rules=rules)
+        return removed_roots(analysis.groups, scores, plan)
+
     return _Setup(analysis, rules, images, consumer_inputs, moments, select)
 
 

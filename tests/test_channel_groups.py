@@ -31,11 +31,14 @@ def test_yolov8n_residual_split_and_head_groups(yolov8n):
     # cv1's first half is a separate, independent group (only the Split and the Concat read it).
     first_half = [g for g in _group_with(groups, "/model.4/cv1/conv/Conv") if g is not residual[0]]
     assert first_half[0].member_names == ("/model.4/cv1/conv/Conv",) and first_half[0].size == 32
-    # Every Detect output conv (box 4*reg_max, class nc) and the DFL conv are blocked, with the reason.
+    # Every head output conv (box 4*reg_max, class nc) and the DFL conv are blocked, with their role.
     facts = yolov8n.facts
     for conv in facts.head_convs:
         (group,) = _group_with(groups, conv)
-        assert not group.prunable and "Detect head" in group.reason
+        assert not group.prunable and "head output (" in group.reason
+    for role in ("box", "class"):
+        (group,) = _group_with(groups, facts.branch(role).nodes[0])
+        assert f"head output ({role} branch)" in group.reason
     assert {g.size for g in groups if set(g.member_names) & set(facts.head_convs)} == {64, 80}
     # SPPF: cv1 feeds a chain of MaxPools and a Concat; its group is read through all of them.
     (sppf,) = _group_with(groups, "/model.9/cv1/conv/Conv")
@@ -114,7 +117,7 @@ def test_grouped_conv_blocks_its_channels():
 def test_format_and_json(yolov8n):
     groups = find_channel_groups(yolov8n)
     table = format_groups(groups)
-    assert "why not: Detect head output" in table
+    assert "why not: head output (" in table
     assert "/model.4/cv1/conv/Conv[32:64]" in table
     prunable = [g for g in groups if g.prunable]
     assert table.splitlines()[-1].startswith(f"{len(groups)} groups, {len(prunable)} prunable")

@@ -6,9 +6,10 @@ aligned (BN, activations, depthwise Conv, pooling, Resize) pass their input's at
 Concat on the channel axis concatenates them and Split slices them; elementwise binary ops (residual
 Add, Mul) *couple* their operands' atoms channel by channel (union-find). Ops whose channel
 semantics are not understood (Reshape, Transpose, Slice on channels, Softmax, ...) and the model
-outputs *block* the atoms they read: those channels are never removed. The Detect head's final
-convs (4·reg_max box and nc class channels) and the DFL conv are blocked by name of their role, found
-structurally by `YoloFacts`, not by ultralytics names.
+outputs *block* the atoms they read: those channels are never removed. The head's final convs (every
+branch of every task: box, class, mask coefficients, prototypes, keypoints, angle, a classifier's last
+conv) and the DFL conv are blocked with their role, found structurally by `YoloFacts` (a final conv is
+one whose output reaches a graph output through no other conv), not by ultralytics names.
 
 A *channel class* is one union-find set of atoms: removing it removes one output channel from each
 member conv and one input channel from each consumer. A *group* gathers the classes with the same
@@ -330,13 +331,11 @@ def analyze_channels(model: Model) -> ChannelAnalysis:
     order = [name for name in nx.topological_sort(model.nx_graph)]
     for name in order:
         builder.visit(by_name[name])
-    facts = model.facts
-    head = set(facts.head_convs) | ({facts.dfl_conv} if facts.dfl_conv else set())
-    for name in head:
+    for name, role in _head_roles(model).items():
         for tensor in by_name[name].outputs:
             atoms = builder.tracked(tensor)
             if atoms is not None:
-                builder.block(atoms, "Detect head output (4·reg_max box / nc class channels)")
+                builder.block(atoms, f"head output ({role})")
     for tensor in model.graph.outputs:
         atoms = builder.tracked(tensor)
         if atoms is not None:
@@ -351,6 +350,21 @@ def analyze_channels(model: Model) -> ChannelAnalysis:
     )
     analysis.groups = _build_groups(model, analysis, by_name)
     return analysis
+
+
+def _head_roles(model: Model) -> dict[str, str]:
+    """The head's final convs (every conv whose output reaches a graph output through no other conv: box,
+    class, mask-coefficient, prototype, keypoint and angle branches, a classifier's last conv) and the
+    DFL conv, each with the role the YOLO facts give its branch."""
+    facts = model.facts
+    roles = {name: "final conv" for name in facts.head_convs}
+    for branch in facts.branches:
+        for name in branch.nodes:
+            if name in roles:
+                roles[name] = f"{branch.role.replace('_', ' ')} branch"
+    if facts.dfl_conv:
+        roles[facts.dfl_conv] = "DFL conv"
+    return roles
 
 
 def _build_groups(model: Model, analysis: ChannelAnalysis, by_name: dict[str, gs.Node]) -> list[ChannelGroup]:
@@ -396,7 +410,7 @@ def _build_groups(model: Model, analysis: ChannelAnalysis, by_name: dict[str, gs
         reasons = []
         for root in roots:
             reasons += [r for r in class_reasons.get(root, []) if r not in reasons]
-        reasons.sort(key=lambda r: 0 if r.startswith("Detect") or r.startswith("model") else 1)
+        reasons.sort(key=lambda r: 0 if r.startswith(("head", "model")) else 1)
         groups.append(ChannelGroup(
             id=0,
             size=len(roots),
