@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from yolograph.errors import DataError
 from yolograph.progress import track
 
 
@@ -45,7 +46,7 @@ class LatencyStats:
 def measure(call: Callable[[], object], *, runs: int, warmup: int, backend: str, threads: int | None = None) -> LatencyStats:
     """Time `call` `runs` times after `warmup` untimed calls."""
     if runs < 1:
-        raise ValueError("runs must be at least 1")
+        raise DataError(f"A benchmark needs at least 1 timed run, not {runs}; use runs=50 or so.")
     for _ in range(warmup):
         call()
     times = []
