@@ -3,9 +3,10 @@
     python scripts/report_screenshot.py                 # docs/report_yolov8n_int8.jpg (+ the HTML in --work)
     python scripts/report_screenshot.py --work /tmp/r   # keep the HTML somewhere else
 
-Calibrates on coco128 images 0-31, scores on 32-127, measures sensitivity on 32-33, predicts three
-images; then renders the page in headless Chromium (apt-get install -y chromium) at 1280 px wide,
-as tall as the page, and writes the screenshot. Needs the shared data (../shared/data or $YOLOGRAPH_DATA).
+Verifies every pass's contract, calibrates on coco128 images 0-31, scores on 32-127, measures
+sensitivity on 32-33, predicts three images; then renders the page in headless Chromium
+(apt-get install -y chromium) at 1280 px wide, as tall as the page, and writes the screenshot.
+Needs the shared data (../shared/data or $YOLOGRAPH_DATA).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def main() -> int:
     model, data = (os.path.relpath(p, ROOT) for p in (official_yolov8n(), coco128()))
     command = [sys.executable, "-m", "yolograph.cli", "report", model, "--target", "ort-int8",
                "--data", data, "--calib-images", "0:32", "--eval-images", "32:128",
-               "--sensitivity-images", "32:34", "--predict-images", "3", "--bench", str(args.bench),
+               "--sensitivity-images", "32:34", "--predict-images", "3", "--bench", str(args.bench), "--verify",
                "-o", str(html), "--json"]
     print("running:", " ".join(command), flush=True)
     result = json.loads(subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True, cwd=ROOT).stdout)
