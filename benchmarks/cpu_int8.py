@@ -5,8 +5,8 @@ float on ONNX Runtime; plain OpenVINO on the same ONNX (its default precision, b
 CPUs, and f32); yolograph's OpenVINO backend on the float ONNX; NNCF INT8 (mixed preset, Detect decode
 ignored, 32 calibration images; built here) on OpenVINO; yolograph INT8 with the ort-cpu profile on ONNX
 Runtime and compiled by the OpenVINO backend; yolograph INT8 with the openvino profile on the OpenVINO
-backend; ONNX Runtime quantize_static (decode excluded). Calibration on coco128 images 0-31, mAP50-95
-on images 32-127 (yolov8n only).
+backend; ONNX Runtime quantize_static (decode excluded). Calibration on coco128 images 0-31 (yolov8s,
+timed only: 0-7), mAP50-95 on images 32-127 (yolov8n only), scored after all latency rounds.
 
 Latency: every model alone in a fresh process per turn, all models taking turns for --rounds rounds.
 yolograph rows go through `yolograph.runtime.isolated_times` (the backend's own runner); the peers
