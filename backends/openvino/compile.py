@@ -25,11 +25,9 @@ from yolograph.backends.openvino.settings import (RuntimeConfig, check_device, f
                                                   resolved_precision)
 from yolograph.backends.openvino.sidecar import sidecar_path, write_sidecar
 from yolograph.errors import BackendError, ModelError
+from yolograph.ir import metadata as keys
 from yolograph.ir.model import Model
 from yolograph.ir.serialization import check_output_path
-
-PIPELINE_KEY = "yolograph.pipeline"
-PROFILE_KEY = "yolograph.qdq_profile"
 
 
 def compile_model(model: Model, output: Path, config: RuntimeConfig, *, fp16_weights: bool = False,
@@ -69,8 +67,8 @@ def compile_model(model: Model, output: Path, config: RuntimeConfig, *, fp16_wei
     data = {
         "source": model.source,
         "source_sha256": hashlib.sha256(payload).hexdigest(),
-        "pipeline": model.metadata.get(PIPELINE_KEY),
-        "qdq_profile": model.metadata.get(PROFILE_KEY),
+        "pipeline": model.metadata.get(keys.PIPELINE),
+        "qdq_profile": model.metadata.get(keys.QDQ_PROFILE),
         "int8": any(n.op == "QuantizeLinear" for n in model.graph.nodes),
         "openvino_version": ov.get_version(),
         "runtime": config.to_json(),
