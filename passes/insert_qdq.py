@@ -9,8 +9,10 @@ For ort-cpu, SiLU (Sigmoid+Mul) in the quantized region is first rewritten as co
 QuickGelu(alpha=1) = x*sigmoid(x), which ORT runs between the int8 convs faster than QLinearSigmoid +
 QLinearMul (the rewrite itself is exact up to ORT's float sigmoid).
 
-Head-aware by default: the Detect head's Convs are quantized, the DFL, box decode, score sigmoid and
-final Concat stay float. Weights get per-channel symmetric scales now (they need no data); activation
+Head-aware by default: the head's Convs are quantized, the decode (DFL, box decode, score sigmoid,
+keypoint decode, angle Cos/Sin, final Concat) stays float, and each output group of the task (box,
+scores, mask coefficients, prototypes, keypoint x/y and visibility, angle, class probabilities) is
+checked to get a range of its own or stay float (`placement.group_rules`; reported in the stats). Weights get per-channel symmetric scales now (they need no data); activation
 scales are placeholders until `calibrate`, so the contract is deferred: the next checked pass
 (calibrate) is compared against the model before this one. Sets metadata yolograph.qdq_uncalibrated=1.
 """
@@ -23,7 +25,7 @@ from yolograph.errors import PassError
 from yolograph.ir.model import Model
 from yolograph.pipeline.passes import Contract, Pass, PassResult, register_pass
 from yolograph.pipeline.properties import UNCALIBRATED_KEY
-from yolograph.quantization.placement import Region, plan_qdq
+from yolograph.quantization.placement import Region, group_rules, plan_qdq
 from yolograph.quantization.profiles import get_profile
 from yolograph.quantization.qdq import PROFILE_KEY, insert_qdq, rewrite_silu
 
@@ -65,7 +67,10 @@ class InsertQdq(Pass):
                 f"insert-qdq found nothing to quantize with profile {profile.name!r} and the given include/exclude "
                 "options; loosen exclude= or exclude_ops=."
             )
+        rules = group_rules(model, plan) if options.head_aware else {}
         stats = insert_qdq(model, plan, profile)
+        if rules:
+            stats["output_groups"] = rules
         stats["silu_as_" + (profile.silu_as or "none")] = fused_silu
         model.graph.toposort()
         model.metadata[UNCALIBRATED_KEY] = "1"

@@ -79,6 +79,22 @@ class OutputGroup:
             return array[tuple(index)]
         return np.take(array, rows, axis=self.axis)
 
+    def judged(self, array):
+        """The values this group is judged on: its rows, an angle as the orientation (cos 2θ, sin 2θ).
+
+        A rotated box is the same box turned by π, so θ and θ+π must compare equal: Ultralytics'
+        angle range [-π/4, 3π/4) has both ends meaning one box, and an untrained head's saturated
+        sigmoid flips between them at the slightest input change. The doubled-angle embedding is smooth
+        and π-periodic; for a small error δ it differs by 2δ.
+        """
+        values = self.take(array)
+        if self.role != "angle":
+            return values
+        import numpy as np
+
+        doubled = 2.0 * values.astype(np.float64)
+        return np.concatenate([np.cos(doubled), np.sin(doubled)], axis=self.axis).astype(np.float32)
+
     def to_json(self) -> dict:
         rows = None
         if self.rows is not None:

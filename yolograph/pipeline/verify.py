@@ -45,7 +45,8 @@ def _random_like(rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dty
 def output_groups(model: Model, outputs: list[np.ndarray]) -> list[np.ndarray]:
     """Split outputs into groups judged separately: the task's output groups (box rows, score rows, mask
     coefficients, prototypes, keypoint x/y and visibility, angle, class probabilities); an output the
-    facts do not describe is one group."""
+    facts do not describe is one group. An angle group is judged as its orientation (cos 2θ, sin 2θ),
+    since a rotated box turned by π is the same box (see OutputGroup.judged)."""
     return [array for _, array in labelled_output_groups(model, outputs)]
 
 
@@ -55,7 +56,7 @@ def labelled_output_groups(model: Model, outputs: list[np.ndarray]) -> list[tupl
     for info, array in zip(model.outputs, outputs):
         described = [g for g in model.facts.groups_of(info.name) if _fits(g, array)]
         if described:
-            groups += [(g.label, g.take(array)) for g in described]
+            groups += [(g.label, g.judged(array)) for g in described]
         else:
             groups.append((info.name, array))
     return groups
@@ -105,7 +106,7 @@ def confident_group_sqnr(model: Model, reference: Sequence[list[np.ndarray]], ca
             if not confident.any():
                 confident = None
         for group in groups or ():
-            ref, new = group.take(ref_all), group.take(new_all)
+            ref, new = group.judged(ref_all), group.judged(new_all)
             if group.anchor_wise and confident is not None:
                 ref = np.moveaxis(ref, -1, 1)[confident]  # [confident anchors, rows]
                 new = np.moveaxis(new, -1, 1)[confident]

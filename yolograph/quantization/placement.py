@@ -192,3 +192,47 @@ def _union(parent: dict[str, str], a: str, b: str) -> None:
     ra, rb = _find(parent, a), _find(parent, b)
     if ra != rb:
         parent[max(ra, rb)] = min(ra, rb)
+
+
+# What each output group's head branch gets, by role: the rule the placement follows (see group_rules).
+GROUP_BRANCH = {"box": "box", "scores": "class", "mask_coefficients": "mask_coefficients",
+                "prototypes": "prototypes", "keypoint_xy": "keypoints", "keypoint_visibility": "keypoints",
+                "angle": "angle", "class_probabilities": "classifier"}
+
+
+def group_rules(model: Model, plan: QdqPlan) -> dict[str, str]:
+    """How each output group of `model`'s task is quantized under `plan`, checked.
+
+    A group's values leave its head branch's final convs (one per scale): under profiles that put Q on
+    Conv outputs (ort-cpu, tvm) each of those outputs gets a range of its own; under profiles that put
+    Q only on Conv inputs (trt, openvino) they leave the conv in float. Everything after them (DFL, box
+    and keypoint decode, sigmoids, the angle's Cos/Sin, the Proto's last SiLU, the classifier's
+    Gemm/Softmax) is the decode and stays float. A branch output sharing a scale with anything else
+    would let a wide group crush a narrow one (32 mask coefficients next to 80 class logits, one angle
+    row): that raises PassError.
+    """
+    from yolograph.errors import PassError
+
+    group_of = {t: len(g) for g in plan.groups for t in g}
+    rules: dict[str, str] = {}
+    for group in model.facts.output_groups:
+        branch = model.facts.branch(GROUP_BRANCH.get(group.role, ""))
+        if branch is None:
+            rules[group.label] = "float (no head branch found)"
+            continue
+        tensors = [model.node(n).outputs[0].name for n in branch.nodes if model.node(n).op == "Conv"]
+        if branch.role == "classifier" or not tensors:
+            rules[group.label] = "float: the classifier and its Softmax are the decode"
+            continue
+        quantized = [t for t in tensors if t in group_of]
+        shared = [t for t in quantized if group_of[t] > 1]
+        if shared:
+            raise PassError(
+                f"The {group.role} branch output {shared[0]!r} shares a quantization scale with other tensors; "
+                "give it a range of its own (exclude= it from insert-qdq or fix the profile's shared-scale ops)."
+            )
+        if quantized:
+            rules[group.label] = f"own range per conv output ({len(quantized)} convs), decode float"
+        else:
+            rules[group.label] = "float conv outputs (Q on conv inputs only), decode float"
+    return rules
