@@ -167,3 +167,14 @@ def test_runner_reads_foreign_models_with_openvino_defaults(small_model, tmp_pat
     runner = load_runner(onnx_path)
     assert runner.sidecar == {} and runner.config == RuntimeConfig()
     assert runner.run(images())[0].shape == (1, 7, (IMGSZ // 8) ** 2 + (IMGSZ // 16) ** 2 + (IMGSZ // 32) ** 2)
+
+
+def test_a_broken_ir_is_one_readable_error(tmp_path):
+    (tmp_path / "bad.xml").write_text("<net>")
+    (tmp_path / "bad.bin").write_bytes(b"x")
+    with pytest.raises(BackendError, match="cannot load .*bad.xml: Unable to read the model") as caught:
+        load_runner(tmp_path / "bad.xml")
+    assert "Exception from" not in str(caught.value) and "\n" not in str(caught.value)
+    (tmp_path / "bad.bin").unlink()
+    with pytest.raises(BackendError, match="weights .*bad.bin.* are missing"):
+        load_runner(tmp_path / "bad.xml")

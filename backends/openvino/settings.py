@@ -101,5 +101,7 @@ def resolved_precision(compiled: Any) -> str | None:
 
 
 def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    """The first line of an OpenVINO error that says something (its messages open with source locations)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    meaningful = [line for line in lines if not line.startswith(("Exception from ", "Check '"))]
+    return (meaningful or lines or [type(exc).__name__])[0].rstrip(".:")
