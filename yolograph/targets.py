@@ -96,6 +96,8 @@ def _int8(profile: str, float_part: str = _FLOAT) -> str:
     return f"{float_part},insert-qdq{{profile={profile}}}," + _INT8.format(calibration=CALIBRATION_SLOT)
 
 
+_NVIDIA = "an NVIDIA GPU (CUDA 12 driver for TensorRT 10, CUDA 13 for 11)"
+
 _TARGETS = (
     Target("ort-fp32", "ONNX Runtime, float: BN folded, constants folded, DFL as a MatMul (exact)",
            "ort", f"{_FLOAT},fast-dfl"),
@@ -109,11 +111,15 @@ _TARGETS = (
            extra="tvm", modules=("tvm",), suffix=".so"),
     Target("tvm-int8", "Apache TVM on this CPU, integer conv2d (slower than tvm-cpu without VNNI schedules)",
            "tvm", _int8("tvm"), extra="tvm", modules=("tvm",), suffix=".so"),
-    Target("trt-fp16", "TensorRT engine, FP16", "tensorrt", _FLOAT, {"precision": "fp16"},
-           extra="tensorrt", modules=("tensorrt",), hardware="an NVIDIA GPU (CUDA 12 driver)", suffix=".engine"),
+    # FP16 written into the graph (to-fp16), so TensorRT 11's strongly typed build and 10's both take it.
+    Target("trt-fp16", "TensorRT engine, FP16 in the graph (to-fp16; float32 decode and DFL islands)", "tensorrt",
+           f"{_FLOAT},to-fp16", {"precision": "fp16"}, extra="tensorrt", modules=("tensorrt",),
+           hardware=_NVIDIA, suffix=".engine"),
     Target("trt-int8", "TensorRT engine, explicit INT8 (Q/DQ), FP16 fallback", "tensorrt", _int8("trt"),
-           {"precision": "int8"}, extra="tensorrt", modules=("tensorrt",),
-           hardware="an NVIDIA GPU (CUDA 12 driver)", suffix=".engine"),
+           {"precision": "int8"}, extra="tensorrt", modules=("tensorrt",), hardware=_NVIDIA, suffix=".engine"),
+    Target("trt-best", "TensorRT engine, INT8 convs (Q/DQ) and FP16 elsewhere, all written in the graph",
+           "tensorrt", _int8("trt") + ",to-fp16", {"precision": "best"}, extra="tensorrt", modules=("tensorrt",),
+           hardware=_NVIDIA, suffix=".engine"),
 )
 
 TARGETS: Mapping[str, Target] = MappingProxyType({t.name: t for t in _TARGETS})
