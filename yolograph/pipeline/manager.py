@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from yolograph.errors import ContractViolation, PassError, PipelineError, YoloGraphError
+from yolograph.ir import metadata
 from yolograph.ir.cost import model_cost
 from yolograph.ir.model import Model
 from yolograph.pipeline import properties
@@ -175,6 +176,11 @@ class PassManager:
                 save_model(work, self.dump_dir / f"{step:02d}-{pass_.name}.onnx")
             records.append(record)
             counts = after
+        # What made the model travels with it (backends' sidecars and `inspect` read it); a model that was
+        # already the output of a pipeline records both, in order.
+        done = ",".join(p.spec() for p in self.passes)
+        earlier = work.metadata.get(metadata.PIPELINE)
+        work.metadata[metadata.PIPELINE] = f"{earlier},{done}" if earlier else done
         return work, PipelineReport(records, input_counts, counts)
 
 
