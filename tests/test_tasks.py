@@ -64,3 +64,64 @@ def test_given_shape_must_agree_with_static_dims(variants, tmp_path):
 def test_static_model_is_loaded_unchanged(variants, capsys):
     assert load_model(variants / "yolov8n-obb-rand.onnx", input_shape=(1, 3, 640, 640)).inputs[0].shape == (1, 3, 640, 640)
     assert capsys.readouterr().err == ""
+
+
+def _mask_branch_collapsed(model):
+    """A copy of a calibrated seg model whose mask-coefficient conv outputs round to their zero point."""
+    import numpy as np
+    import onnx_graphsurgeon as gs
+
+    broken = model.copy()
+    branch = broken.facts.branch("mask_coefficients")
+    for conv in branch.nodes:
+        quantize = next(n for n in broken.node(conv).outputs[0].outputs if n.op == "QuantizeLinear")
+        scale = quantize.inputs[1]
+        quantize.inputs[1] = gs.Constant(f"{scale.name}.collapsed", np.asarray(scale.values * 1e4, np.float32))
+    broken.invalidate()
+    return broken
+
+
+def test_calibrate_contract_judges_every_group(variants, coco_dir):
+    """A collapsed mask-coefficient group fails calibrate's contract, naming that group; boxes alone would pass."""
+    from yolograph.passes.calibrate import Calibrate
+    from yolograph.pipeline import run_pipeline
+    from yolograph.evaluation.calibration_data import CalibrationSource
+    from yolograph.pipeline.verify import group_labels, run_groups
+
+    model = load_model(variants / "yolov8n-seg-rand.onnx")
+    quantized, _ = run_pipeline(model, f"insert-qdq{{profile=ort-cpu}},calibrate{{images={coco_dir},count=2}}")
+    feeds = [{"images": x} for x in CalibrationSource(str(coco_dir), range="33:34").tensors((640, 640))]
+    reference = run_groups(model, feeds)
+    assert Calibrate.contract.check(reference, run_groups(quantized, feeds)) is None
+    failure = Calibrate.contract.check(reference, run_groups(_mask_branch_collapsed(quantized), feeds))
+    labels = group_labels(model)
+    assert failure is not None and f"output group {labels.index('output0:mask_coefficients')} " in failure
+
+
+@pytest.mark.parametrize("task", ["detect", "segment", "pose", "obb", "classify", "yolo11n", "yolo26n"])
+def test_task_matrix_small(task, coco_dir):
+    """benchmarks/tasks.py's matrix on one calibration and one measured image: no row crashes, every
+    output group of the task gets an SQNR, the float rewrites stay > 60 dB, INT8 box / class groups > 5 dB."""
+    import math
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import tasks as matrix
+
+    options = {"calib": str(coco_dir), "calib_range": "0:1", "calib_count": 1, "measure_range": "32:33",
+               "agreement_range": None, "threads": 1}
+    sources = ["onnx", "pt"] if task == "segment" else ["onnx"]
+    for source in sources:
+        for row in matrix.pipelines("", "", 1):
+            result = matrix.run_row(task, source, row, options)
+            assert result["status"] == "ok", (source, row, result.get("error"))
+            groups = result["groups_db"]
+            expected = {g for g, kind in result["group_kinds"].items()}
+            assert expected and expected <= set(groups), (row, groups)
+            if row in ("fold-bn+cleanup", "to-nhwc"):
+                assert all(db > 60 for db in groups.values()), (source, row, groups)  # float rewrites
+            else:  # one calibration image: only the absence of NaN and of a collapsed box group is asserted here
+                assert all(not math.isnan(db) for db in groups.values()), (source, row, groups)
+                box = groups.get("output0:box", groups.get("output0:class_probabilities"))
+                assert box is not None and box > 5, (source, row, groups)
