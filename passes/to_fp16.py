@@ -27,6 +27,7 @@ from typing import Literal
 
 from yolograph.errors import PassError
 from yolograph.evaluation.calibration_data import CalibrationSource
+from yolograph.ir.metadata import PRECISION as PRECISION_KEY
 from yolograph.ir.model import Model
 from yolograph.layout.io import input_from_nchw
 from yolograph.pipeline.context import PassContext
@@ -53,7 +54,6 @@ FP16_MIN_SQNR_DB = 35.0
 # the INT8 model; mAP50-95 0.25 points below float). Accuracy is judged by mAP there; the floor only
 # catches a broken graph.
 QDQ_MIN_SQNR_DB = 10.0
-PRECISION_KEY = "yolograph.precision"
 
 
 @dataclass(frozen=True)

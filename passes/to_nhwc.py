@@ -41,14 +41,19 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from yolograph.errors import PassError
+from yolograph.ir.metadata import LAYOUT as LAYOUT_KEY
 from yolograph.ir.model import Model
 from yolograph.layout.census import transpose_census
-from yolograph.layout.io import INPUT_CHANNELS_KEY, INPUT_DTYPE_KEY, INPUT_LAYOUT_KEY, INPUT_RANGE_KEY, input_from_nchw
+from yolograph.layout.io import (
+    INPUT_CHANNELS_KEY,
+    INPUT_DTYPE_KEY,
+    INPUT_LAYOUT_KEY,
+    INPUT_RANGE_KEY,
+    input_from_nchw,
+)
 from yolograph.layout.perm import NCHW_TO_NHWC, invert
 from yolograph.layout.propagate import LayoutPropagation
 from yolograph.pipeline.passes import Contract, Pass, PassResult, register_pass
-
-LAYOUT_KEY = "yolograph.layout"
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
-INPUT_LAYOUT_KEY = "yolograph.input_layout"
-INPUT_DTYPE_KEY = "yolograph.input_dtype"
-INPUT_CHANNELS_KEY = "yolograph.input_channels"
-INPUT_RANGE_KEY = "yolograph.input_range"
+from yolograph.ir.metadata import INPUT_CHANNELS as INPUT_CHANNELS_KEY
+from yolograph.ir.metadata import INPUT_DTYPE as INPUT_DTYPE_KEY
+from yolograph.ir.metadata import INPUT_LAYOUT as INPUT_LAYOUT_KEY
+from yolograph.ir.metadata import INPUT_RANGE as INPUT_RANGE_KEY  # noqa: F401  (read by to-nhwc)
 
 
 def input_from_nchw(metadata: Mapping[str, str], images: np.ndarray) -> np.ndarray:

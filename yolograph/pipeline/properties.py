@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from yolograph.ir.metadata import QDQ_UNCALIBRATED as UNCALIBRATED_KEY
 from yolograph.ir.model import Model
-
-UNCALIBRATED_KEY = "yolograph.qdq_uncalibrated"
 
 _PROBES: dict[str, tuple[Callable[[Model], bool], str]] = {}
 

@@ -14,11 +14,10 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from yolograph.ir.graph_view import constant_value
+from yolograph.ir.metadata import QDQ_PROFILE as PROFILE_KEY  # noqa: F401  (the passes read it from here)
 from yolograph.ir.model import Model
 from yolograph.quantization.placement import QdqPlan
 from yolograph.quantization.profiles import QdqProfile
-
-PROFILE_KEY = "yolograph.qdq_profile"
 
 
 @dataclass
