@@ -12,11 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from yolograph.backends.openvino.settings import (RuntimeConfig, check_device, first_line, import_openvino,
-                                                  resolved_precision)
+from yolograph.backends.openvino.settings import (
+    RuntimeConfig,
+    check_device,
+    first_line,
+    import_openvino,
+    resolved_precision,
+)
 from yolograph.backends.openvino.sidecar import read_sidecar, xml_of
+
 from yolograph.errors import BackendError, DataError
+from yolograph.ir.metadata import INPUT_LAYOUT
 from yolograph.layout.io import input_from_nchw
 from yolograph.runtime.feeds import InputSpec, as_feed, random_feed
 from yolograph.runtime.timing import LatencyStats, measure
@@ -109,7 +115,7 @@ def _static_shape(port: Any) -> tuple[int, ...]:
 def _imgsz_from_shape(shape: tuple[int, ...], metadata: Mapping[str, str]) -> tuple[int, int]:
     if len(shape) != 4:
         return (640, 640)
-    nhwc = metadata.get("yolograph.input_layout") == "NHWC"
+    nhwc = metadata.get(INPUT_LAYOUT) == "NHWC"
     return (shape[1], shape[2]) if nhwc else (shape[2], shape[3])
 
 

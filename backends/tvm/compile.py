@@ -26,9 +26,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from yolograph.backends.tvm.target import (
+    import_tvm,
+    is_gpu,
+    parse_target,
+    validate_target,
+)
 
-from yolograph.backends.tvm.target import import_tvm, is_gpu, parse_target, validate_target
 from yolograph.errors import BackendError
+from yolograph.ir import metadata
 from yolograph.ir.model import Model
 from yolograph.ir.serialization import write_bytes_atomic
 
@@ -71,7 +77,7 @@ def resolve_options(model: Model, *, target, tune_trials, tune_seconds, tuning_d
     if layout is None:
         # CPU: NHWC, the layout of the analytic conv schedule (backends/tvm/cpu_schedules.py). GPU:
         # NCHW unless the model itself is NHWC (to-nhwc).
-        nhwc_model = model.metadata.get("yolograph.layout") == "NHWC"
+        nhwc_model = model.metadata.get(metadata.LAYOUT) == "NHWC"
         layout = "NHWC" if nhwc_model or spec["kind"] == "llvm" else "NCHW"
     layout = layout.upper()
     if layout not in LAYOUTS:
@@ -156,7 +162,6 @@ def lower_to_relax(model: Model, options: CompileOptions):
     """ONNX -> Relax with inference decomposition, INT8 and layout rewrites; returns (mod, facts)."""
     tvm = import_tvm()
     from tvm import relax
-
     from yolograph.backends.tvm.relax_import import to_relax
 
     mod = to_relax(model)
@@ -195,7 +200,6 @@ def build(mod, target, database_dir: Path | None, *, cpu_rules: bool = True):
     import tvm
     from tvm import relax
     from tvm.relax.transform import MetaScheduleApplyDatabase
-
     from yolograph.backends.tvm.coverage import fusion_passes
     from yolograph.backends.tvm.database import open_database
 
@@ -270,7 +274,7 @@ def _info_json(info) -> dict[str, Any]:
 def _imgsz(model: Model) -> tuple[int, int]:
     shape = model.inputs[0].shape
     if len(shape) == 4:
-        if model.metadata.get("yolograph.input_layout") == "NHWC":
+        if model.metadata.get(metadata.INPUT_LAYOUT) == "NHWC":
             return int(shape[1]), int(shape[2])
         return int(shape[2]), int(shape[3])
     return (640, 640)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from yolograph.ir import metadata
 from yolograph.ir.metadata import QDQ_UNCALIBRATED as UNCALIBRATED_KEY
 from yolograph.ir.model import Model
 
@@ -50,4 +51,4 @@ def _is_calibrated(model: Model) -> bool:
 
 @register_property("nhwc", "NHWC layout")
 def _is_nhwc(model: Model) -> bool:
-    return model.metadata.get("yolograph.layout") == "NHWC"
+    return model.metadata.get(metadata.LAYOUT) == "NHWC"
