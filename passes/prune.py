@@ -32,8 +32,10 @@ import numpy as np
 from yolograph.analysis.channel_groups import ChannelAnalysis, analyze_channels
 from yolograph.errors import DataError, PassError
 from yolograph.evaluation.budget import labelled_map, parse_budget, require_labels
+from yolograph.evaluation.calibration_data import CalibrationSource
 from yolograph.ir.cost import model_cost
 from yolograph.ir.model import Model
+from yolograph.pipeline.context import PassContext
 from yolograph.pipeline.passes import Contract, Pass, PassResult, register_pass
 from yolograph.progress import track
 from yolograph.pruning import NoBatchNorm, NothingPrunable, TargetUnreachable
@@ -51,11 +53,13 @@ from yolograph.pruning.selection import (
 )
 from yolograph.pruning.sensitivity import group_sensitivity
 from yolograph.pruning.surgery import Removal, remove_classes
-from yolograph.runtime import PASS_THREADS
+from yolograph.quantization.collect import model_input_size
 
 
 @dataclass(frozen=True)
-class PruneOptions:
+class PruneOptions(CalibrationSource):
+    # images / count / range / npy (CalibrationSource): the calibration data for the activation
+    # criterion, reconstruction and budget= (which needs labelled images)
     macs: float = 0.0  # remove channels until this fraction of the conv MACs is gone
     ratio: float = 0.0  # or: remove this fraction of the prunable channels
     # or: remove as many MACs as this budget allows, e.g. map:0.015 = at most 1.5 points of mAP50-95
@@ -69,8 +73,6 @@ class PruneOptions:
     # (yolov8n, macs=0.3, one step, session 1: 26.8 mAP50-95 at 0.5, 16.4 unlimited)
     max_fraction: float = 0.5
     exclude: tuple[str, ...] = ()  # node-name patterns (fnmatch or substring) whose groups stay whole
-    images: str | None = None  # calibration images: dataset root, image folder or yaml (as calibrate takes)
-    count: int = 32  # the first `count` images (sorted) are used
     # sequential: refit every conv level by level on the pruned model's own activations (best);
     # local: refit only the consumers of removed channels, from the unpruned activations (one run);
     # bias: only fold the removed channels' means into consumer biases; none: plain slicing.
@@ -253,7 +255,7 @@ BUDGET_STEPS = 5
 def _search_budget(model: Model, setup: _Setup, drop: float, options: PruneOptions) -> tuple[float, dict]:
     """The largest MACs fraction found whose mAP50-95 drop on the calibration images is <= `drop`
     (0.0 when none is), and the search's record for the pass stats."""
-    images = f"0:{options.count}"
+    images = options.range or f"0:{options.count}"
     require_labels(options.images, images)
     reference = labelled_map(model, options.images, images)
     low, high, trials, best = 0.0, BUDGET_MAX_MACS, [], None
@@ -304,21 +306,16 @@ def _needs_images(options: PruneOptions) -> bool:
 
 
 def _calibration_images(model: Model, options: PruneOptions) -> list[np.ndarray]:
-    """The first `count` calibration images, preprocessed exactly as evaluation does (kept in memory:
-    statistics are gathered in several passes over them)."""
-    from yolograph.evaluation.calibration_data import load_calibration_tensors
-
-    if options.count < 1:
-        raise PassError("prune count must be at least 1 (the number of calibration images).")
-    if options.images is None:
+    """The calibration tensors, preprocessed exactly as evaluation does (kept in memory: statistics are
+    gathered in several passes over them; the pass context letterboxes them once per pipeline)."""
+    if options.images is None and options.npy is None:
         raise DataError(
             f"prune with criterion={options.criterion} and reconstruct={options.reconstruct} needs calibration "
-            "images: add images=DIR (a dataset root, image folder or dataset yaml) and count=N, or use "
-            "criterion=l1|l2|bn-gamma with reconstruct=none."
+            "images: add images=DIR (a dataset root, image folder or dataset yaml) and count=N (or npy=FILE), "
+            "or use criterion=l1|l2|bn-gamma with reconstruct=none."
         )
-    shape = model.inputs[0].shape
     try:
-        return list(load_calibration_tensors(options.images, options.count, (shape[2], shape[3])))
+        return list(PassContext.current().calibration_tensors(options.source(), model_input_size(model)))
     except DataError as exc:
         raise DataError(f"prune needs calibration images for criterion={options.criterion} / "
                         f"reconstruct={options.reconstruct}: {exc} Pass images=DIR, or reconstruct=none with "
@@ -341,5 +338,5 @@ def _refit(options: PruneOptions, moments):
 
 
 def _threads() -> int:
-    """ONNX Runtime threads for the float runs pruning makes."""
-    return PASS_THREADS
+    """ONNX Runtime threads for the float runs pruning makes: the running pipeline's."""
+    return PassContext.current().threads
