@@ -33,7 +33,7 @@ class TrainConfig:
     steps: int = 0  # or exactly this many steps (overrides epochs)
     minutes: float = 0.0  # stop after this long (0: no time limit); the schedule then runs on time
     batch: int = 8
-    lr: float = 1e-4
+    lr: float = 3e-5  # see DistillOptions.lr
     weight_decay: float = 0.0
     warmup: float = 0.05  # fraction of the budget with a linear learning-rate warmup
     seed: int = 0
