@@ -121,19 +121,28 @@ def test_compile_never_overwrites_input_and_leaves_no_partial_file(capsys, tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
 
 
-def test_dynamic_shape_model_is_refused(capsys, tmp_path):
+def _dynamic_model(path, dims):
     import onnx
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
         [helper.make_node("Relu", ["images"], ["y"])], "g",
-        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, 640, 640])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3, 640, 640])],
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, dims)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, dims)],
     )
-    path = tmp_path / "dynamic.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
-    code, _, err = run_cli(capsys, "inspect", str(path))
-    assert code == 2 and "dynamic" in err and "dynamic=False" in err
+    return path
+
+
+def test_a_dynamic_shape_is_fixed_where_it_can_be_and_refused_where_not(capsys, tmp_path):
+    batch_only = _dynamic_model(tmp_path / "batch.onnx", ["batch", 3, 640, 640])
+    code, out, err = run_cli(capsys, "inspect", str(batch_only))
+    assert code == 0 and "float32[1,3,640,640]" in out and err.count("note:") == 1
+    unknown_size = _dynamic_model(tmp_path / "size.onnx", ["batch", 3, "h", "w"])
+    code, _, err = run_cli(capsys, "inspect", str(unknown_size))
+    assert code == 2 and "dynamic" in err and "--input-shape" in err and "dynamic=False" in err
+    code, out, _ = run_cli(capsys, "inspect", str(unknown_size), "--input-shape", "1,3,320,320")
+    assert code == 0 and "float32[1,3,320,320]" in out
 
 
 def test_unsupported_opset_is_refused(capsys, tmp_path):

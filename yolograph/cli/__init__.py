@@ -14,7 +14,14 @@ import sys
 import traceback
 
 from yolograph import progress
-from yolograph.cli import commands_build, commands_inspect, commands_measure, commands_predict, commands_report, commands_targets
+from yolograph.cli import (
+    commands_build,
+    commands_inspect,
+    commands_measure,
+    commands_predict,
+    commands_report,
+    commands_targets,
+)
 from yolograph.errors import YoloGraphError
 
 EXIT_USER_ERROR = 2

@@ -10,7 +10,14 @@ from typing import Any
 
 from yolograph.cli.commands_report import add_report_flags, write_report
 from yolograph.cli.commands_targets import add_target_flags, resolve_plan
-from yolograph.cli.common import MODEL_HELP, add_backend_flags, check_outputs, non_negative_int, print_json
+from yolograph.cli.common import (
+    MODEL_HELP,
+    add_backend_flags,
+    add_input_shape_flag,
+    check_outputs,
+    non_negative_int,
+    print_json,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_report_flags(p)
     add_target_flags(p)
     add_backend_flags(p)
+    add_input_shape_flag(p)
     p.set_defaults(handler=cmd_compile)
 
 
@@ -60,7 +68,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     options = backend_options(plan.backend, plan.backend_values)
     if plan.target and not args.json:
         print(plan.line(), flush=True)  # before the work: the user sees what runs
-    model = load_model(args.model)
+    model = load_model(args.model, input_shape=args.input_shape)
     from yolograph.ir.sanity import check_pipeline
 
     for line in check_pipeline(model, manager.passes):

@@ -6,7 +6,12 @@ import argparse
 import dataclasses
 from typing import get_type_hints
 
-from yolograph.cli.common import MODEL_HELP, check_outputs, print_json
+from yolograph.cli.common import (
+    MODEL_HELP,
+    add_input_shape_flag,
+    check_outputs,
+    print_json,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,6 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prune-groups", action="store_true", help="show the coupled channel groups pruning uses")
     p.add_argument("--target", choices=["trt", "trt11"],
                    help="also check readiness for a backend target (trt: TensorRT 10, trt11: strongly typed 11)")
+    add_input_shape_flag(p)
     p.set_defaults(handler=cmd_inspect)
 
     p = sub.add_parser("passes", help="list the registered passes with their contracts")
@@ -27,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("after")
     p.add_argument("--json", action="store_true")
     p.add_argument("--plot", help="write a PNG of each conv's kept/removed output channels (pruning) here")
+    add_input_shape_flag(p)
     p.set_defaults(handler=cmd_diff)
 
 
@@ -34,7 +41,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from yolograph.frontends import load_model
     from yolograph.inspection.summary import format_summary, summarize
 
-    model = load_model(args.model)
+    model = load_model(args.model, input_shape=args.input_shape)
     summary = summarize(model)
     extra_text = []
     if args.prune_groups:
@@ -87,7 +94,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     from yolograph.inspection.diff import diff_models, format_diff, write_channel_plot
 
     check_outputs({"--plot file": args.plot}, inputs=(args.before, args.after))
-    diff = diff_models(load_model(args.before), load_model(args.after))
+    diff = diff_models(load_model(args.before, input_shape=args.input_shape), load_model(args.after, input_shape=args.input_shape))
     if args.plot:
         write_channel_plot(diff, args.plot)
     if args.json:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from yolograph.cli.common import (
     MODEL_HELP,
+    add_input_shape_flag,
     check_outputs,
     non_negative_int,
     positive_int,
@@ -36,6 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=non_negative_int, default=5)
     p.add_argument("--threads", type=non_negative_int, default=0, help="threads (0: the runtime's default)")
     p.add_argument("--json", action="store_true")
+    add_input_shape_flag(p)
     p.set_defaults(handler=cmd_bench)
 
     p = sub.add_parser("sensitivity", help="per-layer quantization error (SQNR) table and plot")
@@ -44,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--images", default="0:8", help="index range of images to use (default 0:8)")
     p.add_argument("--plot", help="write a PNG plot of per-layer SQNR here")
     p.add_argument("--json", action="store_true")
+    add_input_shape_flag(p)
     p.set_defaults(handler=cmd_sensitivity)
 
 
@@ -80,7 +83,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from yolograph.runtime.backend import open_runner
 
-    runner, _ = open_runner(args.model, threads=args.threads, backend=args.backend)
+    runner, _ = open_runner(args.model, threads=args.threads, backend=args.backend, input_shape=args.input_shape)
     stats = runner.benchmark(runs=args.runs, warmup=args.warmup)
     if args.json:
         print_json(stats.to_json())
@@ -94,7 +97,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     from yolograph.quantization.sensitivity import run_sensitivity
 
     check_outputs({"--plot file": args.plot}, inputs=(args.model,))
-    report = run_sensitivity(load_model(args.model), args.data, images=args.images,
+    report = run_sensitivity(load_model(args.model, input_shape=args.input_shape), args.data, images=args.images,
                              plot=Path(args.plot) if args.plot else None)
     if args.json:
         print_json(report.to_json())

@@ -7,7 +7,14 @@ from pathlib import Path
 from typing import Any
 
 from yolograph.cli.commands_targets import add_target_flags, resolve_plan
-from yolograph.cli.common import MODEL_HELP, add_backend_flags, check_outputs, non_negative_int, print_json
+from yolograph.cli.common import (
+    MODEL_HELP,
+    add_backend_flags,
+    add_input_shape_flag,
+    check_outputs,
+    non_negative_int,
+    print_json,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,11 +36,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_report_flags(p)
     add_target_flags(p)
     add_backend_flags(p)
+    add_input_shape_flag(p)
     p.set_defaults(handler=cmd_report)
 
 
 def add_report_flags(parser: argparse.ArgumentParser) -> None:
-    from yolograph.inspection.report import DEFAULT_PREDICT_IMAGES, DEFAULT_SENSITIVITY_IMAGES
+    from yolograph.inspection.report import (
+        DEFAULT_PREDICT_IMAGES,
+        DEFAULT_SENSITIVITY_IMAGES,
+    )
 
     parser.add_argument("--predict-images", type=non_negative_int, default=DEFAULT_PREDICT_IMAGES, metavar="N",
                         help=f"report: images predicted by both models (default {DEFAULT_PREDICT_IMAGES})")
@@ -53,7 +64,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     options = backend_options(plan.backend, plan.backend_values)
     if plan.target and not args.json:
         print(plan.line(), flush=True)
-    model = load_model(args.model)
+    model = load_model(args.model, input_shape=args.input_shape)
     result, pipeline_report = manager.run(model)
     artifact = compile_for_backend(plan.backend, result, Path(args.artifact), options) if args.artifact else None
     report = write_report(args, model, result, pipeline_report, plan, artifact, args.output)
@@ -68,7 +79,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 def write_report(args: argparse.Namespace, model: Any, result: Any, pipeline_report: Any, plan: Any,
                  artifact: Path | None, path: str) -> Any:
     """Measure and write the HTML report (shared by `report` and `compile --html`)."""
-    from yolograph.inspection.report import ReportOptions, build_report, write_html_report
+    from yolograph.inspection.report import (
+        ReportOptions,
+        build_report,
+        write_html_report,
+    )
 
     data = getattr(args, "eval_data", None) or getattr(args, "data", None)
     sensitivity = args.sensitivity_images

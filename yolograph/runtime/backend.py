@@ -162,10 +162,12 @@ def detect_backend(path: Path) -> str | None:
     return None
 
 
-def open_runner(reference: str | None, *, backend: str | None = None, threads: int = 0) -> tuple[Runner, tuple[int, int]]:
+def open_runner(reference: str | None, *, backend: str | None = None, threads: int = 0,
+                input_shape: Sequence[int] | None = None) -> tuple[Runner, tuple[int, int]]:
     """A runner for a model file, built-in name or compiled artifact, and its image size.
 
     `backend` None: found from the artifact (see detect_backend); a model file runs on ONNX Runtime.
+    input_shape: the static shape a dynamic-shape .onnx is fixed to (see load_model).
     """
     path = Path(reference) if reference else None
     name = backend or (detect_backend(path) if path is not None else None)
@@ -173,7 +175,7 @@ def open_runner(reference: str | None, *, backend: str | None = None, threads: i
         from yolograph.frontends import load_model
         from yolograph.runtime.ort import OrtOptions, OrtRunner
 
-        model = load_model(reference)
+        model = load_model(reference, input_shape=input_shape)
         runner = OrtRunner(model, OrtOptions(threads=threads))
         return runner, tuple(runner.imgsz)
     if path is None:
