@@ -150,11 +150,10 @@ def _teacher(options: DistillOptions, context: PassContext) -> Model:
         from yolograph.frontends import load_model
 
         return load_model(options.teacher)
-    kept = getattr(context, "teacher", None) or getattr(context, "input_model", None)
-    if kept is None:
+    if context.input_model is None:
         raise PipelineError("distill needs a teacher: give teacher=PATH (the model before prune/quantization, "
-                            ".onnx); this pipeline does not keep its input model.")
-    return kept
+                            ".onnx), or run it inside a pipeline, whose input model is the default teacher.")
+    return context.input_model
 
 
 def _check_compatible(model: Model, teacher: Model) -> None:

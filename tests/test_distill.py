@@ -137,6 +137,13 @@ def test_distill_pass_in_a_pipeline(pruned, teacher, coco_dir, tmp_path):
     assert model.serialize() != pruned.serialize()
 
 
+def test_the_pipeline_input_is_the_default_teacher(teacher, coco_dir):
+    """prune,distill in one pipeline: distill learns from the model the pipeline started from."""
+    model, report = run_pipeline(teacher, f"{TINY_PRUNE},distill{{images={coco_dir},count=2,steps=2,batch=2}}")
+    stats = report.records[1].stats
+    assert stats["steps"] == 2 and set(stats["teacher_sqnr_db_after"]) == {"output0:box", "output0:scores"}
+
+
 def test_distill_options_are_checked():
     from yolograph.pipeline.parse import parse_pipeline
 

@@ -33,6 +33,9 @@ class PassContext:
     threads: int = PASS_THREADS  # ONNX Runtime intra-op threads for the runs passes make
     seed: int = 0
     progress: bool = True
+    # The model the pipeline started from (never modified): what `distill` learns from by default, the
+    # float model as it was before any lossy pass. The pass manager sets it.
+    input_model: Any = None
     _images: dict[tuple[Any, ...], list[np.ndarray]] = field(default_factory=dict, repr=False)
     _tokens: list[contextvars.Token] = field(default_factory=list, repr=False)
 

@@ -133,7 +133,8 @@ class PassManager:
 
     def run(self, model: Model) -> tuple[Model, PipelineReport]:
         """Run every pass on a copy of `model`; the input model is never modified."""
-        with self.context if self.context is not None else PassContext():
+        with self.context if self.context is not None else PassContext() as context:
+            context.input_model = model
             return self._run(model)
 
     def _run(self, model: Model) -> tuple[Model, PipelineReport]:
