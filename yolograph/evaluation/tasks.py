@@ -16,11 +16,11 @@ outputs can only be that (the built-in builder writes no metadata); anything els
 
 from __future__ import annotations
 
-import ast
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from yolograph.errors import ModelError
+from yolograph.ir.metadata import parse_kpt_shape, parse_names
 
 TASKS = ("detect", "segment", "pose", "obb", "classify")
 
@@ -100,34 +100,6 @@ def check_same_layout(candidate: TaskLayout, reference: TaskLayout) -> None:
     if candidate.kpt_shape != reference.kpt_shape:
         raise ModelError(f"The reference has keypoints {reference.kpt_shape} but the candidate "
                          f"{candidate.kpt_shape}; compare two models of the same keypoint layout.")
-
-
-def parse_names(text: str | None) -> dict[int, str]:
-    """``"{0: 'person', ...}"`` (or a list) -> {0: "person", ...}; {} when absent or unreadable."""
-    if not text:
-        return {}
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return {}
-    if isinstance(value, dict):
-        return {int(k): str(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return dict(enumerate(map(str, value)))
-    return {}
-
-
-def parse_kpt_shape(text: str | None) -> tuple[int, int] | None:
-    if not text:
-        return None
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return None
-    if (isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) and v > 0 for v in value)
-            and value[1] in (2, 3)):
-        return int(value[0]), int(value[1])
-    return None
 
 
 def _task_from_shapes(shapes: list[tuple[int, ...]], source: str) -> str:

@@ -10,13 +10,13 @@ by `yolograph.ir.heads` (segment, pose, obb and classify heads too).
 
 from __future__ import annotations
 
-import ast
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import networkx as nx
 
 from yolograph.ir.heads import HeadBranch, OutputGroup, read_head
+from yolograph.ir.metadata import parse_imgsz, parse_names
 
 if TYPE_CHECKING:
     from yolograph.ir.model import Model
@@ -69,8 +69,8 @@ class YoloFacts:
 
 def read_yolo_facts(model: Model) -> YoloFacts:
     meta = model.metadata
-    names = _parse_names(meta.get("names"))
-    imgsz = _parse_imgsz(meta.get("imgsz")) or _imgsz_from_input(model)
+    names = parse_names(meta.get("names"))
+    imgsz = parse_imgsz(meta.get("imgsz")) or _imgsz_from_input(model)
     view = model.nx_graph
     ops = nx.get_node_attributes(view, "op")
     dfl_conv = _find_dfl_conv(model)
@@ -110,34 +110,6 @@ def _reg_max(model: Model, dfl_conv: str | None, decode: set[str]) -> int | None
         shape = model.shape_of(node.inputs[0].name) if node.op == "Softmax" else None
         if shape:
             return int(shape[node.attrs.get("axis", -1)])
-    return None
-
-
-def _parse_names(text: str | None) -> dict[int, str]:
-    if not text:
-        return {}
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return {}
-    if isinstance(value, dict):
-        return {int(k): str(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return dict(enumerate(map(str, value)))
-    return {}
-
-
-def _parse_imgsz(text: str | None) -> tuple[int, int] | None:
-    if not text:
-        return None
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return None
-    if isinstance(value, int):
-        return (value, value)
-    if isinstance(value, (list, tuple)) and len(value) == 2:
-        return (int(value[0]), int(value[1]))
     return None
 
 
