@@ -8,7 +8,6 @@ spatial size is neither given nor in its metadata is refused, naming both fixes.
 
 from __future__ import annotations
 
-import ast
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +16,7 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from yolograph.errors import ModelError
+from yolograph.ir.metadata import literal
 from yolograph.ir.model import Model
 
 MIN_OPSET, MAX_OPSET = 13, 21
@@ -120,11 +120,11 @@ def _wanted_shape(proto: onnx.ModelProto, input_name: str, current: list[int | N
             )
         return input_shape
     meta = {p.key: p.value for p in proto.metadata_props}
-    imgsz = _literal(meta.get("imgsz"))
+    imgsz = literal(meta.get("imgsz"))
     if isinstance(imgsz, int):
         imgsz = [imgsz, imgsz]
-    batch = _literal(meta.get("batch"))
-    channels = _literal(meta.get("channels"))
+    batch = literal(meta.get("batch"))
+    channels = literal(meta.get("channels"))
     if len(current) == 4:
         defaults = [batch if isinstance(batch, int) and batch > 0 else 1,
                     channels if isinstance(channels, int) and channels > 0 else 3,
@@ -138,15 +138,6 @@ def _wanted_shape(proto: onnx.ModelProto, input_name: str, current: list[int | N
         "load_model(path, input_shape=(1, 3, 640, 640))) or re-export with a fixed size "
         "(ultralytics: export(format='onnx', dynamic=False, imgsz=640))."
     )
-
-
-def _literal(text: str | None):
-    if not text:
-        return None
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return None
 
 
 def convert_opset(model: Model, target_opset: int) -> Model:
