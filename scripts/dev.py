@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / "python"
-EXTRAS = "test,tvm,plot,openvino,train"
+EXTRAS = "test,tvm,plot,openvino,train,bench"
 # PyTorch (the train extra) is pinned to the CPU build these machines carry (torch 2.13.0+cpu): the
 # package index's default Linux build pulls several GB of CUDA libraries.
 TORCH = "torch==2.13.0"
