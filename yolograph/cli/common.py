@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import types
 import typing
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
@@ -29,10 +30,8 @@ def add_backend_flags(parser: argparse.ArgumentParser) -> None:
         helps.setdefault(field.name, field.metadata.get("help", f"{backend} option"))
         kind, choices = _argument_type(get_type_hints(cls.Options)[field.name])
         previous = kinds.get(field.name)
-        if previous and previous[1] is not None and choices is not None:
-            choices = sorted(set(previous[1]) | set(choices), key=str)
-        elif previous:
-            choices = None if previous[1] is None or choices is None else choices
+        if previous:  # a shared flag offers every backend's choices, or any value if one takes any
+            choices = None if previous[1] is None or choices is None else sorted({*previous[1], *choices}, key=str)
         kinds[field.name] = (kind, choices)
     group = parser.add_argument_group("backend options")
     for name, backends in seen.items():
@@ -51,7 +50,7 @@ def backend_values(args: argparse.Namespace) -> dict[str, Any]:
 
 def _argument_type(hint: Any) -> tuple[type, list[str] | None]:
     """argparse type and choices for an options field's type hint (X | None is X; Literal gives choices)."""
-    if get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType", ())):
+    if get_origin(hint) in (typing.Union, types.UnionType):
         hint = next(a for a in get_args(hint) if a is not type(None))
     if get_origin(hint) is Literal:
         values = list(get_args(hint))

@@ -15,7 +15,7 @@ from yolograph.ir.model import Model
 from yolograph.pipeline import properties
 from yolograph.pipeline.context import PassContext
 from yolograph.pipeline.parse import parse_pipeline
-from yolograph.pipeline.passes import Pass
+from yolograph.pipeline.passes import Pass, PassResult
 from yolograph.pipeline.verify import Feed, run_groups, verification_inputs
 
 
@@ -200,8 +200,6 @@ def _run_pass(pass_: Pass, model: Model, step: int):
             + (f": {detail}" if detail else "")
             + ". This is a bug in the pass or a model it does not handle; run with --debug for the traceback."
         ) from exc
-    from yolograph.pipeline.passes import PassResult
-
     if not isinstance(result, PassResult):
         raise PassError(f"Pass {pass_.spec()!r} (step {step}) returned {type(result).__name__}, not a PassResult.")
     return result
