@@ -2,7 +2,8 @@
 
 Conv+BN (with or without conv bias, grouped and depthwise included) and ConvTranspose+BN become
 one conv with rescaled weights and a new bias; a BN with no foldable producer becomes x*scale+shift
-(Mul, Add). Numerically equal within 1e-4 relative: the fold only reorders float arithmetic.
+(Mul, Add). Numerically equal within 1e-4 relative: the fold only reorders float arithmetic. Refused on
+a float16 model (run it before to-fp16).
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ class FoldBatchNorm(Pass):
     Options = NoOptions
     contract = Contract.tolerance(1e-4)
     removes = frozenset({"batchnorm"})
+    # Folding rescales weights; in float16 that rounding alone exceeds the 1e-4 tolerance (5.7% on the
+    # random-BN fixture after to-fp16), so the fold belongs before to-fp16.
+    excludes = frozenset({"float16"})
 
     def run(self, model: Model) -> PassResult:
         graph = model.graph

@@ -106,6 +106,15 @@ def test_order_check_names_both_passes():
         _REGISTRY.pop("test-needs-bn")
 
 
+def test_fold_bn_after_to_fp16_is_refused_naming_both_passes():
+    # Folding into float16 weights cannot keep fold-bn's 1e-4 tolerance (the fuzzer found 5.7%).
+    with pytest.raises(PipelineError) as info:
+        run_pipeline(conv_bn_model(), "to-fp16,fold-bn")
+    message = str(info.value)
+    assert "'fold-bn' (step 2)" in message and "'to-fp16' (step 1)" in message and "before it" in message
+    run_pipeline(conv_bn_model(), "fold-bn,to-fp16")  # the working order
+
+
 def test_order_is_checked_before_anything_runs(tmp_path):
     with pytest.raises(PipelineError):
         run_pipeline(conv_bn_model(), "fold-bn,test-needs-qdq", dump_dir=tmp_path / "dump")

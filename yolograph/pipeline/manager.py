@@ -113,7 +113,19 @@ class PassManager:
         """Raise PipelineError naming both passes when a pass needs what an earlier one removed."""
         have = properties.model_properties(model)
         removed_by: dict[str, str] = {}
+        established_by: dict[str, str] = {}
         for step, pass_ in enumerate(self.passes, 1):
+            for excluded in sorted(pass_.excludes & have):
+                what = properties.describe(excluded)
+                if excluded in established_by:
+                    raise PipelineError(
+                        f"Pass {pass_.spec()!r} (step {step}) cannot run on {what}, which "
+                        f"{established_by[excluded]} introduces; run {pass_.name!r} before it."
+                    )
+                raise PipelineError(
+                    f"Pass {pass_.spec()!r} (step {step}) cannot run on {what}, which the input model has; "
+                    f"run {pass_.name!r} on the float32 model instead."
+                )
             for needed in sorted(pass_.requires - have):
                 what = properties.describe(needed)
                 if needed in removed_by:
@@ -130,6 +142,7 @@ class PassManager:
             have = (have - pass_.removes) | pass_.establishes
             for gained in pass_.establishes:
                 removed_by.pop(gained, None)
+                established_by.setdefault(gained, f"{pass_.spec()!r} (step {step})")
 
     def run(self, model: Model) -> tuple[Model, PipelineReport]:
         """Run every pass on a copy of `model`; the input model is never modified."""

@@ -130,6 +130,9 @@ class Pass:
     requires: ClassVar[frozenset[str]] = frozenset()
     establishes: ClassVar[frozenset[str]] = frozenset()
     removes: ClassVar[frozenset[str]] = frozenset()
+    # Properties the model must not have when this pass runs (fold-bn cannot keep its float32
+    # tolerance on float16 weights): the order check names the pass that establishes them.
+    excludes: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, options: Any = None) -> None:
         self.options = options if options is not None else self.Options()
