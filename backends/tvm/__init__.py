@@ -24,7 +24,8 @@ __all__ = ["compile_model", "load_runner", "is_artifact"]
 
 def compile_model(model: Model, output: Path, *, target: str | None = None, tune_trials: int = 0,
                   tune_seconds: float | None = None, tuning_db: Path | None = None, rpc: str | None = None,
-                  layout: str | None = None, int8: bool | None = None, analytic: bool = True) -> Path:
+                  layout: str | None = None, int8: bool | None = None, analytic: bool = True,
+                  precision: str = "fp32", bf16_emulate: bool = False) -> Path:
     """Compile `model` with TVM; writes the shared library `output` and its sidecar `output`.json.
 
     target: 'llvm' (this CPU), 'llvm -mcpu=X -num-cores=N [-mtriple=...]', 'cuda -arch=sm_90' or a
@@ -34,12 +35,15 @@ def compile_model(model: Model, output: Path, *, target: str | None = None, tune
     layout: 'NCHW' or 'NHWC' (default NHWC on CPU and for to-nhwc models, else NCHW). int8: integer conv2d for QDQ
     models (default: on when the model has Q/DQ nodes). analytic: schedule CPU kernels that have no
     tuning record with the analytic rules (backends/tvm/cpu_schedules.py); False leaves them as TVM's
-    naive loops (what the benchmark's "naive" rows measure).
+    naive loops (what the benchmark's "naive" rows measure). precision: 'fp32' or 'bf16' (conv/matmul on bf16
+    operands with float32 accumulation, the decode float32; backends/tvm/bf16.py), which needs an AVX512_BF16 or
+    AMX-BF16 target unless bf16_emulate (bf16 accuracy, float32 arithmetic: for measuring, not for speed).
     """
     from yolograph.backends.tvm.compile import compile_model as _compile
 
     return _compile(model, Path(output), target=target, tune_trials=tune_trials, tune_seconds=tune_seconds,
-                    tuning_db=tuning_db, rpc=rpc, layout=layout, int8=int8, analytic=analytic)
+                    tuning_db=tuning_db, rpc=rpc, layout=layout, int8=int8, analytic=analytic,
+                    precision=precision, bf16_emulate=bf16_emulate)
 
 
 def load_runner(path: Path, threads: int | None = None) -> TvmRunner:
@@ -71,6 +75,11 @@ class TvmOptions:
         "help": "tvm: measure on remote devices through an RPC tracker host:port:key"})
     layout: Literal["NCHW", "NHWC"] | None = field(default=None, metadata={
         "help": "tvm: conv2d layout to compile (default NHWC on CPU)"})
+    precision: Literal["fp32", "bf16"] = field(default="fp32", metadata={
+        "help": "tvm: bf16: conv/matmul on bfloat16 with float32 accumulation, decode in float32 (CPU targets "
+                "with AVX512_BF16 or AMX-BF16)"})
+    bf16_emulate: bool = field(default=False, metadata={
+        "help": "tvm: allow --precision bf16 on a target without bf16 instructions (bf16 accuracy, float32 speed)"})
 
     def __post_init__(self) -> None:
         if self.tune_trials < 0:
@@ -88,7 +97,8 @@ class TvmBackend(Backend):
         return compile_model(model, output, target=options.tvm_target, tune_trials=options.tune_trials,
                              tune_seconds=options.tune_seconds,
                              tuning_db=Path(options.tuning_db) if options.tuning_db else None,
-                             rpc=options.rpc, layout=options.layout)
+                             rpc=options.rpc, layout=options.layout, precision=options.precision,
+                             bf16_emulate=options.bf16_emulate)
 
     def load_runner(self, path: Path, *, threads: int = 0) -> TvmRunner:
         return load_runner(path, threads=threads or None)

@@ -56,6 +56,8 @@ class CompileOptions:
     layout: str = "NCHW"
     int8: bool = False
     analytic: bool = True  # CPU kernels without records get the analytic schedules (else naive loops)
+    precision: str = "fp32"  # or "bf16" (backends/tvm/bf16.py) ...
+    bf16_kernels: str | None = None  # ... with "native" or "emulated" kernels
 
     @property
     def tunes(self) -> bool:
@@ -67,7 +69,7 @@ def sidecar_path(library: Path) -> Path:
 
 
 def resolve_options(model: Model, *, target, tune_trials, tune_seconds, tuning_db, rpc, layout, int8,
-                    analytic: bool = True) -> CompileOptions:
+                    analytic: bool = True, precision: str = "fp32", bf16_emulate: bool = False) -> CompileOptions:
     """Check the user's choices against the model and fill in defaults (layout, INT8, tuning DB)."""
     spec = parse_target(target)
     if tune_trials < 0:
@@ -93,19 +95,24 @@ def resolve_options(model: Model, *, target, tune_trials, tune_seconds, tuning_d
     from yolograph.backends.tvm.database import default_database_dir
 
     db = Path(tuning_db) if tuning_db is not None else default_database_dir()
-    return CompileOptions(spec, tune_trials, tune_seconds, db, rpc, layout, bool(int8), analytic)
+    from yolograph.backends.tvm.bf16 import resolve_precision
+
+    kernels = resolve_precision(precision, spec, validate_target(spec), emulate=bf16_emulate, int8=bool(int8))
+    return CompileOptions(spec, tune_trials, tune_seconds, db, rpc, layout, bool(int8), analytic, precision, kernels)
 
 
 def compile_model(model: Model, output: Path, *, target: str | None = None, tune_trials: int = 0,
                   tune_seconds: float | None = None, tuning_db: Path | None = None, rpc: str | None = None,
-                  layout: str | None = None, int8: bool | None = None, analytic: bool = True) -> Path:
+                  layout: str | None = None, int8: bool | None = None, analytic: bool = True,
+                  precision: str = "fp32", bf16_emulate: bool = False) -> Path:
     """Compile `model` for `target` into `output` (shared library) + `output`.json; returns `output`."""
     tvm = import_tvm()
     output = Path(output)
     if output.suffix in (".onnx", ".pt", ".engine", ".json"):
         raise BackendError(f"The TVM backend writes a shared library; name the output like model.so, not {output.name!r}.")
     options = resolve_options(model, target=target, tune_trials=tune_trials, tune_seconds=tune_seconds,
-                              tuning_db=tuning_db, rpc=rpc, layout=layout, int8=int8, analytic=analytic)
+                              tuning_db=tuning_db, rpc=rpc, layout=layout, int8=int8, analytic=analytic,
+                              precision=precision, bf16_emulate=bf16_emulate)
     start = time.perf_counter()
     mod, facts = lower_to_relax(model, options)
     target_obj = validate_target(options.target)
@@ -183,6 +190,13 @@ def lower_to_relax(model: Model, options: CompileOptions):
 
         mod, layout_stats = convert_to_nhwc(mod)
         facts["layout_stats"] = layout_stats
+    facts["precision"] = {"mode": "fp32"}
+    if options.precision == "bf16":
+        from yolograph.backends.tvm.bf16 import rewrite_bf16
+
+        mod, facts["precision"] = rewrite_bf16(mod, options.bf16_kernels)
+        if "note" in facts["precision"]:
+            _note(f"TVM: --precision bf16 on {options.target.get('mcpu', 'this CPU')}: {facts['precision']['note']}.")
     if options.target["kind"] == "llvm" and options.target.get("fast-math-reassoc"):
         from yolograph.backends.tvm.fast_math import rewrite_fast_exp
 
