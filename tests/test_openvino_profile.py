@@ -1,5 +1,6 @@
 """The openvino Q/DQ profile's placement (needs no OpenVINO): Conv inputs only, SiLU and Conv outputs
-float, shared scales through Concat and data-movement ops, S8 symmetric activations, decode float."""
+float, shared scales through Concat and data-movement ops, S8 symmetric activations, decode float; and
+the host rule that picks ort-cpu's weight bits (7 on x86 without VNNI)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 
 from yolograph.pipeline import run_pipeline
+from yolograph.quantization.profiles import cpu_flags, get_profile, host_profile
 from yolograph.quantization.qdq import activation_groups
 
 
@@ -47,3 +49,26 @@ def test_openvino_profile_keeps_concat_and_pooling_in_one_scale(openvino_qdq):
     assert _from_dq(pool.inputs[0])
     consumer_scales = {c.inputs[1].name for c in pool.outputs[0].outputs if c.op == "QuantizeLinear"}
     assert consumer_scales == {pool.inputs[0].inputs[0].inputs[1].name}
+
+
+def test_ort_cpu_weight_bits_follow_the_host():
+    avx2, vnni = frozenset({"avx2", "fma"}), frozenset({"avx2", "avx512_vnni"})
+    assert host_profile("ort-cpu", "x86_64", avx2) == "ort-cpu-w7"
+    assert host_profile("ort-cpu", "x86_64", vnni) == "ort-cpu-w8"
+    assert host_profile("ort-cpu", "x86_64", frozenset({"avx_vnni"})) == "ort-cpu-w8"
+    assert host_profile("ort-cpu", "aarch64", frozenset()) == "ort-cpu-w8"
+    assert host_profile("ort-cpu", "x86_64", None) == "ort-cpu-w8"  # flags unknown: the previous default
+    assert get_profile("ort-cpu-w7").weight_qmax == 63 and get_profile("ort-cpu-w8").weight_qmax == 127
+    import platform
+
+    assert get_profile("ort-cpu").name == host_profile("ort-cpu", platform.machine(), cpu_flags())
+
+
+def test_insert_qdq_records_the_explicit_weight_bits(yolov8n):
+    """The model names the resolved profile, so calibrate on another host rounds to the same grid."""
+    model, _ = run_pipeline(yolov8n, "insert-qdq{profile=ort-cpu-w7}")
+    assert model.metadata["yolograph.qdq_profile"] == "ort-cpu-w7"
+    conv = model.node("/model.0/conv/Conv")
+    weight_q = conv.inputs[1].inputs[0].inputs[0].inputs[0]  # Conv <- DQ <- int8 <- Q
+    weight, scale = (np.asarray(t.values) for t in weight_q.inputs[:2])
+    assert np.allclose(np.abs(weight).reshape(len(scale), -1).max(axis=1) / scale, 63, rtol=1e-5)
