@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         "bf16_kernels": "native" if native else "emulated",
         "speed": ("not measured here: timing rows belong to benchmarks/tvm_backend.py" if native else
                   "not measurable on this host: it has no AVX512_BF16/AMX-BF16, so the bf16 kernels are emulated "
-                  "(bf16 roundings in float32 arithmetic, slower than fp32 by the casts)"),
+                  "(bf16 roundings in float32 arithmetic)"),
         "rows": {},
     }
     runners = {"ort-fp32": ort.predict}

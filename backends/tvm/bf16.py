@@ -18,10 +18,14 @@ decode (DFL softmax and its conv, box decode, class sigmoid), and a conv or matm
 it was. The final convs themselves run in bf16 with float32 outputs, so everything after them is
 float32. A classifier's matmul (on a flattened, 2-D tensor) therefore stays float32 too.
 
-Targets: bf16 kernels need AVX512_BF16 or AMX-BF16. Elsewhere the rewrite is refused unless the
-user asks for emulation: TVM's BF16 legalization then stores bf16 and computes in float32, which
-gives the accuracy of a bf16 CPU exactly (the same roundings) but none of its speed (the casts
-make it slower than float32). The mode is recorded in the sidecar and printed at compile.
+Targets: bf16 kernels need AVX512_BF16 or AMX-BF16 ('native'). There, every conv the
+`vdpbf16ps` kernel takes (backends/tvm/bf16_conv.py: no groups, even input channels, output channels
+a multiple of 16; yolov8n: all but the 3-channel stem) becomes that kernel, with its weights packed
+in channel pairs at compile time; the others keep the TOPI conv above (bf16 operands, float32
+arithmetic). Elsewhere the rewrite is refused unless the user asks for emulation ('emulated'): the
+TOPI conv everywhere, which TVM's BF16 legalization lowers to bf16 storage and float32 arithmetic:
+the accuracy of a bf16 CPU (the same roundings of the same operands) but not its speed. The mode
+and the kernel counts are recorded in the sidecar; an emulated compile says so on stderr.
 """
 
 from __future__ import annotations
@@ -77,12 +81,13 @@ def rewrite_bf16(mod, mode: str) -> tuple[Any, dict[str, Any]]:
     """(module with bf16 conv2d/matmul outside the decode, stats for the sidecar)."""
     from tvm import relax
 
-    rewriter = _rewriter_class()(mod)
+    rewriter = _rewriter_class()(mod, packed=mode == "native")
     new_mod = relax.transform.DeadCodeElimination()(rewriter.transform())
     stats = {
         "mode": "bf16",
         "kernels": mode,
         "conv2d_bf16": rewriter.counts["conv2d"],
+        "conv2d_vdpbf16ps": rewriter.counts["packed"],  # of those: the AVX512_BF16 kernel (bf16_conv.py)
         "matmul_bf16": rewriter.counts["matmul"],
         "float32_in_decode": rewriter.counts["decode"],
         "activation_casts": len(rewriter.casts),
@@ -92,6 +97,9 @@ def rewrite_bf16(mod, mode: str) -> tuple[Any, dict[str, Any]]:
     if mode == "emulated":
         stats["note"] = ("bf16 storage, float32 arithmetic (the target has no AVX512_BF16/AMX-BF16): the accuracy "
                          "of bf16 kernels, not their speed")
+    elif stats["conv2d_vdpbf16ps"] < stats["conv2d_bf16"]:
+        stats["note"] = (f"{stats['conv2d_vdpbf16ps']} of {stats['conv2d_bf16']} bf16 convs run on vdpbf16ps; the "
+                         "others (odd input channels, groups, outputs not a multiple of 16) in float32 arithmetic")
     return new_mod, stats
 
 
@@ -135,14 +143,17 @@ def _rewriter_class():
     from tvm.ir.expr import GenericConst
     from tvm.relax.expr_functor import PyExprMutator, mutator
 
+    from yolograph.backends.tvm import bf16_conv
+
     @mutator
     class Bf16Rewriter(PyExprMutator):
-        def __init__(self, mod) -> None:
+        def __init__(self, mod, packed: bool) -> None:
             super().__init__(mod)
             self.mod_ = mod
+            self.packed = packed  # eligible convs become bf16_conv's kernel (vdpbf16ps on channel pairs)
             self.decode: set = set()
             self.casts: dict = {}  # activation var (rewritten module) -> its bf16 cast
-            self.counts = {"conv2d": 0, "matmul": 0, "decode": 0}
+            self.counts = {"conv2d": 0, "matmul": 0, "decode": 0, "packed": 0}
 
         def transform(self):
             function = self.mod_["main"]
@@ -166,11 +177,23 @@ def _rewriter_class():
                 return relax.op.matmul(data, weight, out_dtype="float32")
             self.counts["conv2d"] += 1
             attrs = call.attrs
+            if self.packed and self._packable(call):
+                self.counts["packed"] += 1
+                return self.builder_.call_te(
+                    bf16_conv.conv2d_nhwc_bf16, data, bf16_constant(bf16_conv.pack_weight(call.args[1].value.numpy())),
+                    strides=[int(s) for s in attrs.strides], padding=[int(p) for p in attrs.padding],
+                    dilation=[int(d) for d in attrs.dilation], primfunc_name_hint="conv2d_nhwc_bf16")
             return relax.op.nn.conv2d(
                 data, weight, strides=[int(s) for s in attrs.strides], padding=[int(p) for p in attrs.padding],
                 dilation=[int(d) for d in attrs.dilation], groups=int(attrs.groups),
                 data_layout=str(attrs.data_layout), kernel_layout=str(attrs.kernel_layout),
                 out_layout=str(attrs.out_layout), out_dtype="float32")
+
+        def _packable(self, call) -> bool:
+            attrs = call.attrs
+            return (str(attrs.data_layout) == "NHWC" and str(attrs.kernel_layout) == "HWIO"
+                    and str(attrs.out_layout) == "NHWC" and isinstance(call.args[1], GenericConst)
+                    and bf16_conv.eligible(call.args[0].ty.shape, call.args[1].value.shape, int(attrs.groups)))
 
         def _as_bf16(self, arg):
             if isinstance(arg, GenericConst):

@@ -145,7 +145,9 @@ def candidate_tiles(func, target) -> list[ConvTile]:
     sch = s_tir.Schedule(func)
     found = nhwc_conv_block(sch)
     if found is None:
-        return []
+        from yolograph.backends.tvm import bf16_conv  # the AVX512_BF16 conv of --precision bf16, if it is one
+
+        return bf16_conv.candidate_tiles(func, target)
     return conv_tiles(*conv_output_size(sch, found[1]), vector_lanes(target))
 
 
@@ -159,7 +161,9 @@ def schedule_conv2d_nhwc(func, target, tile: ConvTile | None = None):
     sch = s_tir.Schedule(func)
     found = nhwc_conv_block(sch)
     if found is None:
-        return None
+        from yolograph.backends.tvm import bf16_conv  # the AVX512_BF16 conv of --precision bf16, if it is one
+
+        return bf16_conv.schedule_conv2d_bf16(func, target, tile)
     root, conv = found
     width, channels = conv_output_size(sch, conv)
     if tile is None:
