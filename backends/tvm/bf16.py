@@ -73,8 +73,8 @@ def bf16_mode(spec: dict[str, Any], target, emulate: bool) -> str:
     cpu = spec.get("mcpu", "this CPU")
     raise BackendError(f"The TVM target {cpu} has no bfloat16 dot product (AVX512_BF16 or AMX-BF16), so bf16 "
                        "kernels cannot run on it; compile for such a CPU (--tvm-target 'llvm -mcpu=sapphirerapids' "
-                       "or -mcpu=znver4) or add --bf16-emulate true to measure bf16 accuracy here (float32 speed "
-                       "or worse).")
+                       "or -mcpu=znver4) or add --bf16-emulate true to measure bf16 accuracy on this CPU (not "
+                       "bf16 speed).")
 
 
 def rewrite_bf16(mod, mode: str) -> tuple[Any, dict[str, Any]]:

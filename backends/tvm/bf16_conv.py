@@ -13,11 +13,12 @@ direct NHWC convolution maps onto it with input channels taken in pairs:
 
 TVM legalizes every bf16 value to float32 arithmetic before LLVM sees it, so the instruction is
 reached through a small LLVM function imported into the module (`pragma_import_llvm`), which takes
-the operands' addresses and calls `llvm.x86.avx512bf16.dpbf16ps.512`; LLVM inlines it. Only the
-padding (a separate, parallel stage: the intrinsic reads the padded input directly) differs from
-the float32 kernel's memory traffic. Contract: the float32 sum of the bf16 products, as the float32
-rule computes it from the same bf16 operands, except for the instruction's own rounding (it flushes
-denormals and rounds once per pair), i.e. within float32 rounding of a bf16-emulated compile.
+the operands' addresses and calls `llvm.x86.avx512bf16.dpbf16ps.512`; LLVM inlines it. The padding
+is a separate, parallel stage (the intrinsic reads the padded input directly), not inlined as in the
+float32 kernel. Contract: the float32 sum of the bf16 products (exact in float32: 8-bit mantissas),
+as the emulated compile computes it from the same bf16 operands, within float32 rounding of the
+sum's order; the instruction also flushes denormals to zero. Checked here with the dot product as
+plain loops (tests/test_tvm_bf16.py); the instruction itself runs only on an AVX512_BF16 CPU.
 """
 
 from __future__ import annotations
