@@ -46,7 +46,11 @@ def test_rewrite_makes_every_quantized_conv_integer(qdq_model, monkeypatch, tmp_
     assert facts["int8"]["integer_conv2d"] == 2 and facts["int8"]["float_conv2d"] == 0
     assert integer_conv_count(mod) == 2
     text = mod.script(show_meta=False)
-    assert 'out_dtype="int32"' in text and "R.nn.pad" in text
+    assert "R.nn.pad" in text and "R.quantize" not in text and "R.dequantize" not in text
+    # On an x86 host with AVX2 every conv gets a tensorized integer kernel, else the int32 conv2d.
+    kernels = facts["int8"]["kernels"]
+    assert sum(v for k, v in kernels.items() if k != "fallback_reasons") == 2
+    assert ("qconv2d_packed" in text) == (kernels["fallback"] < 2)
 
     float_options = resolve_options(qdq_model, target="llvm", tune_trials=0, tune_seconds=None, tuning_db=None,
                                     rpc=None, layout=None, int8=False)
@@ -63,8 +67,11 @@ def test_integer_model_matches_ort_qdq(qdq_model, monkeypatch, tmp_path):
     step = output_step(qdq_model)
     for seed in (1, 2):
         x = np.random.default_rng(seed).random((1, 3, 16, 16), dtype=np.float32)
-        qlinear = OrtRunner(qdq_model, OrtOptions(threads=2)).run(x)[0]  # ORT's QLinearConv kernels
+        # The reference is ORT running the Q/DQ graph as written (no QLinearConv fusion): on AVX2 hosts
+        # without VNNI ORT's QLinearConv multiplies u8 x s8 with vpmaddubsw, whose int16 pair sums
+        # saturate for 8-bit weights (this graph: 0.34 off, 15 steps), while TVM's kernels are exact.
+        reference = OrtRunner(qdq_model, OrtOptions(threads=2, optimization="disable")).run(x)[0]
         actual = runner.run(x)[0]
         # Integer sums are exact; a rounding tie may move one value by one quantization step.
-        assert np.abs(actual - qlinear).max() <= step * 1.001
-        assert np.mean(np.abs(actual - qlinear) > 1e-6) < 0.01
+        assert np.abs(actual - reference).max() <= step * 1.001
+        assert np.mean(np.abs(actual - reference) > 1e-6) < 0.01

@@ -190,6 +190,10 @@ def lower_to_relax(model: Model, options: CompileOptions):
 
         mod, layout_stats = convert_to_nhwc(mod)
         facts["layout_stats"] = layout_stats
+        if options.int8 and options.target["kind"] == "llvm":  # tensorized integer kernels (x86)
+            from yolograph.backends.tvm.int8_schedules import pack_integer_conv2d
+
+            mod, facts["int8"]["kernels"] = pack_integer_conv2d(mod, tvm.target.Target(options.target))
     facts["precision"] = {"mode": "fp32"}
     if options.precision == "bf16":
         from yolograph.backends.tvm.bf16 import rewrite_bf16
@@ -260,8 +264,9 @@ def _default_schedules(target, cpu_rules: bool):
     if not cpu_rules:
         return None
     from yolograph.backends.tvm.cpu_schedules import apply_cpu_schedules
+    from yolograph.backends.tvm.int8_schedules import packed_conv_rule
 
-    return apply_cpu_schedules()
+    return apply_cpu_schedules(packed_conv_rule())
 
 
 def export_atomic(executable, output: Path) -> None:

@@ -60,7 +60,10 @@ def coverage_of(mod, target, db_dir: Path | None, analytic: bool = True) -> Cove
     untuned = [t for t in tasks if not has_record(database, t, target)]
     convs = [t for t in untuned if "conv2d" in t.task_name]
     if target.kind.name == "llvm" and analytic:
-        naive = [t for t in convs if not candidate_tiles(t.dispatched[0]["main"], target)]
+        from yolograph.backends.tvm.int8_schedules import is_packed_conv
+
+        naive = [t for t in convs if not candidate_tiles(t.dispatched[0]["main"], target)
+                 and not is_packed_conv(t.dispatched[0]["main"])]
     else:
         naive = convs  # GPU kernels without records get dlight's rules; the share is informational
 

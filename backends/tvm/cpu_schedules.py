@@ -252,8 +252,11 @@ def _rules():
     return Conv2dNHWC(), ParallelFallback()
 
 
-def apply_cpu_schedules():
-    """The module pass that schedules every CPU kernel still unscheduled (after tuning records)."""
+def apply_cpu_schedules(*first_rules):
+    """The module pass that schedules every CPU kernel still unscheduled (after tuning records).
+
+    `first_rules` are tried before these (the INT8 packed-conv rule of int8_schedules.py).
+    """
     from tvm.s_tir import dlight as dl
 
-    return dl.ApplyDefaultSchedule(*_rules())
+    return dl.ApplyDefaultSchedule(*first_rules, *_rules())

@@ -18,6 +18,13 @@ QuantizeLinear after the conv stay as they were, so the conv output is requantiz
 next layer's uint8 exactly where the QDQ graph says. Everything else (SiLU, Add, Concat, ...)
 keeps running float-simulated between Q/DQ pairs.
 
+Per-tensor quantize/dequantize (scalar scale and zero point) are then written as the elementwise
+ops their legalization computes (quantize: max(min(round(x / s) + zp, max), min) cast; dequantize:
+float(int32(q) - zp) * s), because Relax's ConvertLayout has no layout rule for R.quantize: left
+as they are, they stay NCHW with a transpose on each side of every conv of the NHWC compile, and
+FuseOps cannot fuse the requantize into the conv's epilogue. As elementwise ops they follow the
+conv to NHWC and fuse onto its accumulator tile (backends/tvm/int8_schedules.py).
+
 Contract: numerically equal to the float-simulated QDQ model within float rounding of the
 accumulation (integer sums are exact; only the final scale multiply rounds), so outputs differ
 from the float-simulated TVM model by float noise that a requantize step can turn into at most
@@ -39,6 +46,8 @@ def rewrite_integer_conv2d(mod) -> tuple[Any, dict[str, Any]]:
     rewriter = rewriter_cls(mod)
     new_mod = rewriter.transform()
     new_mod = relax.transform.DeadCodeElimination()(new_mod)
+    lowering = _qdq_lowering_class()(new_mod)
+    new_mod = relax.transform.DeadCodeElimination()(lowering.transform())
     total = rewriter.rewritten + len(rewriter.skipped)
     stats = {
         "enabled": True,
@@ -46,21 +55,26 @@ def rewrite_integer_conv2d(mod) -> tuple[Any, dict[str, Any]]:
         "integer_conv2d": rewriter.rewritten,
         "float_conv2d": len(rewriter.skipped),
         "float_reasons": sorted(set(rewriter.skipped)),
+        "elementwise_qdq": lowering.lowered,
     }
     return new_mod, stats
 
 
 def integer_conv_count(mod) -> int:
-    """conv2d calls in `main` whose output dtype is int32 (what the rewrite produces)."""
+    """Integer convs in `main`: conv2d with int32 output (the rewrite) and packed integer kernels (int8_schedules)."""
     from tvm import relax
 
     count = 0
     for block in mod["main"].body.blocks:
         for binding in block.bindings:
             value = binding.value
-            if isinstance(value, relax.Call) and getattr(value.op, "name", "") == "relax.nn.conv2d":
-                if str(value.attrs.out_dtype) == "int32":
-                    count += 1
+            if not isinstance(value, relax.Call):
+                continue
+            name = getattr(value.op, "name", "")
+            if name == "relax.nn.conv2d" and str(value.attrs.out_dtype) == "int32":
+                count += 1
+            elif name == "relax.call_tir" and value.args[0].name_hint.startswith("qconv2d_packed"):
+                count += 1
     return count
 
 
@@ -155,3 +169,59 @@ def _rewriter_class():
             return relax.op.multiply(as_float, relax.const(scale.reshape(1, out_channels, 1, 1)))
 
     return IntegerConvRewriter
+
+
+def _scalar(expr) -> float | None:
+    value = _const_value(expr)
+    return None if value is None or value.size != 1 else float(value.reshape(-1)[0])
+
+
+def _qdq_lowering_class():
+    from tvm import relax
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+
+    @mutator
+    class PerTensorQdqLowering(PyExprMutator):
+        """Per-tensor R.quantize / R.dequantize -> the elementwise ops of their legalization (same numerics)."""
+
+        def __init__(self, mod) -> None:
+            super().__init__(mod)
+            self.mod_ = mod
+            self.lowered = 0
+
+        def transform(self):
+            main = self.mod_.get_global_var("main")
+            self.builder_.update_func(main, self.visit_expr(self.mod_["main"]))
+            return self.builder_.get()
+
+        def visit_call_(self, call):
+            call = super().visit_call_(call)
+            name = getattr(call.op, "name", "")
+            if name not in ("relax.quantize", "relax.dequantize"):
+                return call
+            scale, zero_point = _scalar(call.args[1]), _scalar(call.args[2])
+            out_dtype = str(call.attrs.out_dtype)
+            if scale is None or zero_point is None:
+                return call
+            data = call.args[0]
+            if name == "relax.quantize":
+                if out_dtype not in ("uint8", "int8") or str(data.ty.dtype) != "float32":
+                    return call
+                info = np.iinfo(out_dtype)
+                scaled = self.builder_.emit(relax.op.divide(data, relax.const(np.float32(scale))))
+                rounded = self.builder_.emit(relax.op.round(scaled))
+                shifted = self.builder_.emit(relax.op.add(rounded, relax.const(np.float32(zero_point))))
+                # max(min(.)) rather than R.clip: ConvertLayout has no layout rule for clip either.
+                low = self.builder_.emit(relax.op.minimum(shifted, relax.const(np.float32(info.max))))
+                clipped = self.builder_.emit(relax.op.maximum(low, relax.const(np.float32(info.min))))
+                self.lowered += 1
+                return relax.op.astype(clipped, out_dtype)
+            if out_dtype != "float32" or str(data.ty.dtype) not in ("uint8", "int8"):
+                return call
+            wide = self.builder_.emit(relax.op.astype(data, "int32"))
+            centered = self.builder_.emit(relax.op.subtract(wide, relax.const(np.int32(zero_point))))
+            as_float = self.builder_.emit(relax.op.astype(centered, "float32"))
+            self.lowered += 1
+            return relax.op.multiply(as_float, relax.const(np.float32(scale)))
+
+    return PerTensorQdqLowering
