@@ -35,8 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", default=None, choices=sorted(registered_backends()),
                    help="default: the --target's backend, else ort")
     p.add_argument("--bench", type=non_negative_int, default=0, metavar="N",
-                   help="time N runs of the input and the output model side by side (ort)")
-    p.add_argument("--eval-data", help="also score the input and output model on these images (ort): labelled accuracy "
+                   help="time N runs of the input model (ort) and the written artifact (on its backend) side by side")
+    p.add_argument("--eval-data", help="also score the input model (ort) and the written artifact (on its backend) "
+                   "on these images: labelled accuracy "
                    "where they have labels, and the output model's agreement with the input model (no labels needed)")
     p.add_argument("--eval-images", help="index range A:B of --eval-data images, e.g. 32:128")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -86,12 +87,19 @@ def cmd_compile(args: argparse.Namespace) -> int:
     summary = summarize(result)
     output: dict[str, Any] = {"output": str(artifact), "backend": plan.backend, "summary": summary,
                               "report": report.to_json(), "target": plan.target, "pipeline": plan.pipeline}
+    facts = artifact_facts(plan.backend, artifact)
+    if facts:
+        output["artifact"] = facts
     comparison = None
     if args.bench or args.eval_data:
         from yolograph.inspection.compare import compare_models
+        from yolograph.runtime.backend import get_backend
 
+        # The artifact as deployed: its backend's runner (the ort backend's artifact is the ONNX itself).
+        runner = None if plan.backend == "ort" else get_backend(plan.backend).load_runner(artifact)
         comparison = compare_models(model, result, bench_runs=args.bench, data=args.eval_data,
-                                    images=args.eval_images, agreement=bool(args.eval_data))
+                                    images=args.eval_images, agreement=bool(args.eval_data),
+                                    after_runner=runner, runtime_after=plan.backend)
         output["comparison"] = comparison.to_json()
     if args.html:
         write_report(args, model, result, report, plan, artifact if plan.backend != "ort" else None, args.html)
@@ -104,9 +112,51 @@ def cmd_compile(args: argparse.Namespace) -> int:
     print(report.table())
     print()
     print(format_summary(summary))
+    if facts:
+        print(f"artifact {plan.backend}: {artifact_line(facts)}")
     for line in comparison.lines() if comparison else []:
         print(line)
     print(f"wrote    {artifact}")
     if args.html:
         print(f"wrote    {args.html}")
     return 0
+
+
+# What a backend's sidecar (<artifact>.json, written by every backend that has one) says about how the
+# artifact runs: the precision a runtime resolved on its own (OpenVINO picks bf16 on AVX512_BF16 CPUs)
+# belongs in the compile result, not only on stderr.
+_ARTIFACT_KEYS = ("inference_precision", "precision", "execution_devices", "device")
+
+
+def artifact_facts(backend: str, artifact: Path) -> dict[str, Any]:
+    """The precision / device facts of `artifact`'s sidecar ({} for ort or an artifact without one)."""
+    sidecar = artifact.with_name(artifact.name + ".json")
+    if backend == "ort" or not sidecar.is_file():
+        return {}
+    try:
+        data = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        return {}  # the backend reads (and rejects) its own sidecar when the artifact is run
+    if not isinstance(data, dict):
+        return {}
+    runtime = data.get("runtime") if isinstance(data.get("runtime"), dict) else {}
+    facts = {key: data[key] for key in _ARTIFACT_KEYS if data.get(key) not in (None, [], {})}
+    if "device" not in facts and runtime.get("device"):
+        facts["device"] = runtime["device"]
+    if "inference_precision" in facts:
+        facts["inference_precision_requested"] = runtime.get("inference_precision") or "device default"
+    return facts
+
+
+def artifact_line(facts: dict[str, Any]) -> str:
+    """`on CPU (ran on CPU), inference precision f32 (asked: device default)` from artifact_facts."""
+    parts = []
+    if facts.get("device"):
+        ran = facts.get("execution_devices")
+        parts.append(f"on {facts['device']}" + (f" (runs on {', '.join(map(str, ran))})" if ran else ""))
+    if facts.get("inference_precision"):
+        parts.append(f"inference precision {facts['inference_precision']} "
+                     f"(asked: {facts.get('inference_precision_requested', 'device default')})")
+    if facts.get("precision") is not None:
+        parts.append(f"precision {facts['precision']}")
+    return ", ".join(parts)

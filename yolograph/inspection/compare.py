@@ -28,6 +28,7 @@ class Comparison:
     accuracy_metric: str | None = None  # what map50_95_* measure for a non-detect task (e.g. "mask mAP50-95")
     agreement: float | None = None  # the output model scored against the input model's predictions
     agreement_metric: str | None = None
+    runtime_after: str = "ort"  # what ran the output model: ort, or the backend whose artifact was measured
 
     @property
     def speedup(self) -> float | None:
@@ -48,7 +49,7 @@ class Comparison:
         out = []
         if self.speedup is not None:
             out.append(f"latency  {self.latency_before_ms:.2f} -> {self.latency_after_ms:.2f} ms median "
-                       f"({self.speedup:.2f}x, ort, same run)")
+                       f"({self.speedup:.2f}x, ort -> {self.runtime_after}, same run)")
         if self.map_drop_points is not None:
             out.append(f"{self.accuracy_metric or 'mAP50-95'} {self.map50_95_before:.4f} -> {self.map50_95_after:.4f} "
                        f"({-self.map_drop_points:+.2f} points on {self.images} images)")
@@ -59,15 +60,18 @@ class Comparison:
 
 
 def compare_models(before: Model, after: Model, *, bench_runs: int = 0, threads: int = 0,
-                   data: Any = None, images: str | None = None, agreement: bool = False) -> Comparison:
+                   data: Any = None, images: str | None = None, agreement: bool = False,
+                   after_runner: Any = None, runtime_after: str = "ort") -> Comparison:
     """Latency (median over `bench_runs`) and accuracy on `data` (a dataset path or a list of images) of both
-    models on ONNX Runtime.
+    models on ONNX Runtime; `after_runner` (a backend's runner of the compiled artifact, named by
+    `runtime_after`) measures the output model as it will be deployed instead.
 
     Without `agreement` the images must be labelled (a DataError otherwise); with it, the output model's
     agreement with the input model is measured too and labels are optional.
     """
-    runners = [OrtRunner(m, OrtOptions(threads=threads)) for m in (before, after)]
-    values: dict[str, Any] = {}
+    runners = [OrtRunner(before, OrtOptions(threads=threads)),
+               after_runner if after_runner is not None else OrtRunner(after, OrtOptions(threads=threads))]
+    values: dict[str, Any] = {"runtime_after": runtime_after if after_runner is not None else "ort"}
     if bench_runs:
         stats = [r.benchmark(runs=bench_runs, warmup=max(2, bench_runs // 10)) for r in runners]
         values.update(latency_before_ms=stats[0].median_ms, latency_after_ms=stats[1].median_ms)
