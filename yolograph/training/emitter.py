@@ -319,7 +319,8 @@ def _run_node(module: GraphModule, node: gs.Node, args: list) -> list[torch.Tens
         "Pow": lambda: torch.pow(args[0], args[1]), "Sqrt": lambda: torch.sqrt(args[0]),
         "Exp": lambda: torch.exp(args[0]), "Sigmoid": lambda: torch.sigmoid(args[0]),
         "Tanh": lambda: torch.tanh(args[0]),
-        "QuickGelu": lambda: args[0] * torch.sigmoid(attrs.get("alpha", 1.702) * args[0]),  # com.microsoft SiLU "Relu": lambda: F.relu(args[0]),
+        "QuickGelu": lambda: args[0] * torch.sigmoid(attrs.get("alpha", 1.702) * args[0]),  # com.microsoft SiLU
+        "Relu": lambda: F.relu(args[0]),
         "LeakyRelu": lambda: F.leaky_relu(args[0], attrs.get("alpha", 0.01)),
         "Cos": lambda: torch.cos(args[0]), "Sin": lambda: torch.sin(args[0]), "Identity": lambda: args[0],
         "MatMul": lambda: torch.matmul(args[0], args[1]),
