@@ -58,6 +58,8 @@ def test_ort_cpu_weight_bits_follow_the_host():
     assert host_profile("ort-cpu", "x86_64", frozenset({"avx_vnni"})) == "ort-cpu-w8"
     assert host_profile("ort-cpu", "aarch64", frozenset()) == "ort-cpu-w8"
     assert host_profile("ort-cpu", "x86_64", None) == "ort-cpu-w8"  # flags unknown: the previous default
+    assert host_profile("openvino", "x86_64", avx2) == "openvino-w7"  # oneDNN saturates the same way
+    assert host_profile("openvino", "x86_64", vnni) == "openvino-w8"
     assert get_profile("ort-cpu-w7").weight_qmax == 63 and get_profile("ort-cpu-w8").weight_qmax == 127
     import platform
 
