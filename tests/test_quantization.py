@@ -225,7 +225,9 @@ def test_bias_correction_and_adaptive_rounding_run_and_report(yolov8n, coco_dir)
 
 
 def test_mixed_precision_keeps_layers_and_reports_them(yolov8n, coco_dir):
-    candidates = "/model.9/cv2/conv/Conv|/model.1/conv/Conv|/model.2/cv2/conv/Conv"  # the most sensitive three
+    # The most sensitive convs with 8-bit weights (the first three) and with 7-bit weights (the last: the
+    # ort-cpu profile picks 7 bits on x86 without VNNI, where keeping any of the first three float helps none).
+    candidates = "/model.9/cv2/conv/Conv|/model.1/conv/Conv|/model.2/cv2/conv/Conv|/model.2/cv1/conv/Conv"
     model, report = run_pipeline(
         yolov8n,
         f"insert-qdq,mixed-precision{{budget=sqnr:99,max_float=2,images={coco_dir},count=4,eval_range=0:2,"
