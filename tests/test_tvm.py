@@ -95,6 +95,17 @@ def test_bare_llvm_means_this_cpu():
     assert parse_target("llvm") == spec
 
 
+def test_host_target_adds_the_dot_products_its_cpu_name_lacks():
+    """A VM that presents an AMX Xeon as CPUID model 167 is 'rocketlake' to LLVM: no BF16, no AMX."""
+    from yolograph.backends.tvm.target import missing_dot_product_features
+
+    flags = frozenset({"avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16"})
+    assert missing_dot_product_features("rocketlake", flags) == ["avx512bf16", "amx-tile", "amx-bf16"]
+    assert missing_dot_product_features("sapphirerapids", flags) == []  # the name already says so
+    assert missing_dot_product_features("znver3", frozenset({"avx2", "fma"})) == []
+    assert missing_dot_product_features("rocketlake", None) == []  # flags unknown: trust the name
+
+
 @pytest.mark.parametrize("text, words", [
     ("tpu", "Unknown TVM target kind"),
     ("llvm mcpu", "options look like -key=value"),

@@ -14,6 +14,7 @@ import shlex
 from typing import Any
 
 from yolograph.errors import BackendError
+from yolograph.quantization.profiles import cpu_flags
 
 # LLVM float flags yolograph turns on for CPU targets unless the target sets them: FMA contraction
 # and reassociation let LLVM vectorize reductions (untuned yolov8n: 2.9x faster), and change
@@ -87,7 +88,31 @@ def _fill_host_defaults(spec: dict[str, Any]) -> None:
         from tvm.target import codegen
 
         spec["mcpu"] = str(codegen.llvm_get_system_cpu())
+        missing = missing_dot_product_features(spec["mcpu"], cpu_flags())
+        if missing and "mattr" not in spec:
+            spec["mattr"] = [f"+{feature}" for feature in missing]
     spec.setdefault("num-cores", os.cpu_count() or 1)
+
+
+# Linux /proc/cpuinfo flag -> LLVM feature, for the dot products the int8 and bf16 kernels dispatch on.
+_DOT_PRODUCT_FEATURES = {"avx512_vnni": "avx512vnni", "avx_vnni": "avxvnni", "avx512_bf16": "avx512bf16",
+                         "amx_tile": "amx-tile", "amx_int8": "amx-int8", "amx_bf16": "amx-bf16",
+                         "avx512_fp16": "avx512fp16"}
+
+
+def missing_dot_product_features(mcpu: str, flags: frozenset[str] | None) -> list[str]:
+    """Dot-product features this host has (its CPU flags) that LLVM's CPU name `mcpu` lacks.
+
+    LLVM names the host from its CPUID family/model, and a VM may present a model that names an older
+    part: one AMX Xeon guest reported model 167, which LLVM calls rocketlake (AVX-512 VNNI but no BF16
+    or AMX), so --precision bf16 was refused on a CPU with AVX512_BF16. The flags the kernel reports
+    are what the CPU runs; these features go into the target's mattr."""
+    if not flags:
+        return []
+    from tvm.target import Target, codegen
+
+    known = set(codegen.llvm_get_cpu_features(Target({"kind": "llvm", "mcpu": mcpu})))
+    return [feature for flag, feature in _DOT_PRODUCT_FEATURES.items() if flag in flags and feature not in known]
 
 
 def validate_target(spec: dict[str, Any]):
