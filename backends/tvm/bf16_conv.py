@@ -5,7 +5,12 @@ direct NHWC convolution maps onto it with input channels taken in pairs:
 
     out[n, y, x, f] = sum_{rh, rw, p, k<2} f32(pad[n, y*s + rh, x*s + rw, 2p + k]) * f32(W[rh, rw, p, f, k])
 
-- the input pair (2p, 2p+1) is adjacent in NHWC memory: one 32-bit load, broadcast to the 16 lanes;
+- the input pair (2p, 2p+1) is adjacent in NHWC memory: one 64-bit load of two float32 values that
+  hold bf16-exact numbers (the padding stage rounds them), narrowed to a bf16 pair (exact) and
+  broadcast to the 16 lanes. The padded input is float32 on purpose: TVM's bf16 legalization stores
+  every intermediate bf16 buffer as float32, so a bf16 padding buffer was float32 in memory by the
+  time the instruction read it as bf16 pairs (measured on an AMX Xeon: the output was off by 100%);
+  a float32 buffer means the same bytes before and after legalization;
 - the weights are packed at compile time as [kh, kw, Cin/2, Cout, 2] (`pack_weight`), so the 16 output
   channels x 2 input channels one instruction reads are 64 contiguous bytes;
 - the register tile, loop order, parallel rows and fused epilogue are the float32 conv rule's
@@ -32,7 +37,9 @@ EMULATED_INTRIN = "yolograph_dot_16x2_bf16_emulated"  # the same dot product as 
 _HELPER = "yolograph_dpbf16ps"
 _LLVM_HELPER = f"""
 define linkonce_odr <16 x float> @{_HELPER}(<16 x float> %acc, ptr %a, ptr %b) alwaysinline {{
-  %pair = load i32, ptr %a, align 2
+  %wide = load <2 x float>, ptr %a, align 4
+  %narrow = fptrunc <2 x float> %wide to <2 x bfloat>
+  %pair = bitcast <2 x bfloat> %narrow to i32
   %one = insertelement <16 x i32> poison, i32 %pair, i64 0
   %all = shufflevector <16 x i32> %one, <16 x i32> poison, <16 x i32> zeroinitializer
   %va = bitcast <16 x i32> %all to <32 x bfloat>
@@ -58,13 +65,20 @@ def pack_weight(hwio: np.ndarray) -> np.ndarray:
 
 def conv2d_nhwc_bf16(data, weight, strides, padding, dilation):
     """TE: NHWC bf16 data x packed bf16 weight [kh, kw, Cin/2, Cout, 2] -> float32 NHWC (float32 sums)."""
-    from tvm import te, topi
+    from tvm import te
 
-    n, height, width, _ = (int(d) for d in data.shape)
+    from tvm import tirx
+
+    n, height, width, channels = (int(d) for d in data.shape)
     kh, kw, pairs, cout, _ = (int(d) for d in weight.shape)
     (sh, sw), (dh, dw) = strides, dilation
     top, left, bottom, right = padding
-    padded = topi.nn.pad(data, [0, top, left, 0], [0, bottom, right, 0], name="bf16_pad")
+
+    def pad_value(b, y, x, c):  # float32 holding the bf16 value (see the module docstring)
+        inside = tirx.all(y >= top, y < height + top, x >= left, x < width + left)
+        return tirx.if_then_else(inside, data[b, y - top, x - left, c].astype("float32"), tirx.const(0.0, "float32"))
+
+    padded = te.compute((n, height + top + bottom, width + left + right, channels), pad_value, name="bf16_pad")
     out_h = (height + top + bottom - (kh - 1) * dh - 1) // sh + 1
     out_w = (width + left + right - (kw - 1) * dw - 1) // sw + 1
     rh, rw = te.reduce_axis((0, kh), "rh"), te.reduce_axis((0, kw), "rw")
@@ -72,7 +86,7 @@ def conv2d_nhwc_bf16(data, weight, strides, padding, dilation):
     return te.compute(
         (n, out_h, out_w, cout),
         lambda b, y, x, f: te.sum(
-            padded[b, y * sh + rh * dh, x * sw + rw * dw, rc * 2 + rk].astype("float32")
+            padded[b, y * sh + rh * dh, x * sw + rw * dw, rc * 2 + rk]
             * weight[rh, rw, rc, f, rk].astype("float32"), axis=[rh, rw, rc, rk]),
         name=BLOCK)
 
@@ -86,7 +100,7 @@ def register_intrinsics() -> None:
         return
 
     @T.prim_func(s_tir=True)
-    def desc(A: T.Buffer((2,), "bfloat16", offset_factor=2), B: T.Buffer((16, 2), "bfloat16", offset_factor=2),
+    def desc(A: T.Buffer((2,), "float32", offset_factor=2), B: T.Buffer((16, 2), "bfloat16", offset_factor=2),
              C: T.Buffer((16,), "float32", offset_factor=1, scope="local")) -> None:
         with T.sblock("root"):
             T.reads(C[0:16], A[0:2], B[0:16, 0:2])
@@ -94,10 +108,10 @@ def register_intrinsics() -> None:
             for i, k in T.grid(16, 2):
                 with T.sblock("update"):
                     vi, vk = T.axis.remap("SR", [i, k])
-                    C[vi] = C[vi] + T.cast(A[vk], "float32") * T.cast(B[vi, vk], "float32")
+                    C[vi] = C[vi] + A[vk] * T.cast(B[vi, vk], "float32")
 
     @T.prim_func(s_tir=True)
-    def native(A: T.Buffer((2,), "bfloat16", offset_factor=2), B: T.Buffer((16, 2), "bfloat16", offset_factor=2),
+    def native(A: T.Buffer((2,), "float32", offset_factor=2), B: T.Buffer((16, 2), "bfloat16", offset_factor=2),
                C: T.Buffer((16,), "float32", offset_factor=1, scope="local")) -> None:
         with T.sblock("root"):
             T.reads(C[0:16], A[0:2], B[0:16, 0:2])
