@@ -5,7 +5,10 @@ float on ONNX Runtime; plain OpenVINO on the same ONNX (its default precision, b
 CPUs, and f32); yolograph's OpenVINO backend on the float ONNX; NNCF INT8 (mixed preset, Detect decode
 ignored, 32 calibration images; built here) on OpenVINO; yolograph INT8 with the ort-cpu profile on ONNX
 Runtime and compiled by the OpenVINO backend; yolograph INT8 with the openvino profile on the OpenVINO
-backend; ONNX Runtime quantize_static (decode excluded). Calibration on coco128 images 0-31 (yolov8s,
+backend; ONNX Runtime quantize_static (decode excluded). With --tvm (issue 18), the TVM backend's rows too:
+float32 (analytic schedules for the host's vector width), bf16 (where the CPU has AVX512_BF16/AMX-BF16)
+and INT8 (the tvm profile's Q/DQ graph on the integer conv kernels: VNNI vpdpbusd, else exact int16
+pairs), each compiled for the host. Calibration on coco128 images 0-31 (yolov8s,
 timed only: 0-7), mAP50-95 on images 32-127 (yolov8n only), scored after all latency rounds.
 
 Latency: every model alone in a fresh process per turn, all models taking turns for --rounds rounds.
@@ -17,6 +20,7 @@ per-round ratios of medians against the anchors.
     pip install 'yolograph[openvino]' nncf      # nncf is for this benchmark only, never a runtime dependency
     python benchmarks/cpu_int8.py                # writes benchmarks/results/cpu_int8.json, prints the table
     python benchmarks/cpu_int8.py --smoke        # yolov8n, 2 calibration and 2 evaluation images, 1 round
+    python benchmarks/cpu_int8.py --tvm --models yolov8n --out benchmarks/results/tvm_cpu_peers.json
 """
 
 from __future__ import annotations
@@ -52,15 +56,20 @@ OURS_ORT = "yolograph INT8 ort-cpu, ONNX Runtime"
 OURS_ORT_ON_OV = "yolograph INT8 ort-cpu graph, OpenVINO backend"
 OURS_OV = "yolograph INT8 openvino profile, OpenVINO backend"
 ORT_STATIC = "ORT quantize_static (decode excluded), ONNX Runtime"
+TVM_FLOAT = "yolograph float32, TVM backend"
+TVM_BF16 = "yolograph bf16, TVM backend"
+OURS_TVM = "yolograph INT8 tvm profile, TVM backend"
 # Rows scored in this order (the results are rewritten after each: the targets' rows come first).
-MAP_ORDER = [NNCF, OURS_OV, OURS_ORT, ORT_FLOAT, OV_DEFAULT, ORT_STATIC, OURS_ORT_ON_OV, OURS_OV_FLOAT, OV_F32]
+MAP_ORDER = [NNCF, OURS_OV, OURS_ORT, OURS_TVM, TVM_BF16, ORT_FLOAT, OV_DEFAULT, ORT_STATIC, OURS_ORT_ON_OV, OURS_OV_FLOAT,
+             OV_F32, TVM_FLOAT]
 
 
 def pipelines(calib: str, calib_range: str) -> dict[str, str]:
     data = f"calibrate{{images={calib},range={calib_range}}}"
     return {OURS_ORT: f"fold-bn,cleanup,fast-dfl,insert-qdq{{profile=ort-cpu}},{data}",
             # No fast-dfl: OpenVINO runs the DFL MatMul as an f32 FullyConnected, slower than the DFL conv.
-            OURS_OV: f"fold-bn,cleanup,insert-qdq{{profile=openvino}},{data}"}
+            OURS_OV: f"fold-bn,cleanup,insert-qdq{{profile=openvino}},{data}",
+            OURS_TVM: f"fold-bn,cleanup,insert-qdq{{profile=tvm}},{data}"}
 
 
 def calibration_tensors(calib: str, calib_range: str) -> list[np.ndarray]:
@@ -101,8 +110,32 @@ def ort_static(onnx_path: Path, model: Model, calib: str, calib_range: str, outp
                     calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=sorted(model.facts.decode_nodes))
 
 
-def build_rows(name: str, model: Model, calib: str, calib_range: str, folder: Path, threads: int) -> dict[str, dict]:
-    """Every row's artifact for one model: {row: {kind, path, note}} (kind: ort | openvino | raw)."""
+def tvm_artifact(model: Model, output: Path, **options) -> dict:
+    """Compile for the host with the TVM backend: the row's spec, with compile time and what it ran."""
+    from yolograph.backends.tvm import compile_model
+
+    start = time.perf_counter()
+    path = compile_model(model, output, **options)
+    sidecar = json.loads(Path(str(path) + ".json").read_text())
+    return {"kind": "tvm", "path": path, "compile_seconds": round(time.perf_counter() - start, 1),
+            "target": sidecar["target"], **{k: sidecar[k] for k in ("precision", "int8") if k in sidecar}}
+
+
+def tvm_rows(name: str, model: Model, quantized: Model, folder: Path) -> dict[str, dict]:
+    from yolograph.errors import BackendError
+
+    rows = {TVM_FLOAT: tvm_artifact(model, folder / f"{name}-tvm-fp32.so")}
+    try:
+        rows[TVM_BF16] = tvm_artifact(model, folder / f"{name}-tvm-bf16.so", precision="bf16")
+    except BackendError as exc:  # no AVX512_BF16 here: emulated bf16 would time the casts, not the kernels
+        print(f"[{name}] no {TVM_BF16} row: {exc}", file=sys.stderr, flush=True)
+    rows[OURS_TVM] = tvm_artifact(quantized, folder / f"{name}-tvm-int8.so", int8=True)
+    return rows
+
+
+def build_rows(name: str, model: Model, calib: str, calib_range: str, folder: Path, threads: int,
+               tvm: bool = False) -> dict[str, dict]:
+    """Every row's artifact for one model: {row: {kind, path, note}} (kind: ort | openvino | tvm | raw)."""
     from yolograph.backends.openvino import compile_model
     from yolograph.backends.openvino.settings import RuntimeConfig
 
@@ -120,11 +153,18 @@ def build_rows(name: str, model: Model, calib: str, calib_range: str, folder: Pa
     rows[NNCF] = {"kind": "raw", "path": folder / f"{name}-nncf.xml", "precision": None,
                   "quantize_seconds": round(seconds, 1)}
     for row, pipeline in pipelines(calib, calib_range).items():
+        if row == OURS_TVM and not tvm:
+            continue
         print(f"[{name}] {row}", file=sys.stderr, flush=True)
         start = time.perf_counter()
         quantized, _ = run_pipeline(model.copy(), pipeline)
         info = {"pipeline": pipeline.replace(calib, "<coco128>"), "quantize_seconds": round(time.perf_counter() - start, 1)}
-        if row == OURS_ORT:
+        if row == OURS_TVM:
+            print(f"[{name}] TVM compiles", file=sys.stderr, flush=True)
+            tvm_built = tvm_rows(name, model, quantized, folder)
+            tvm_built[OURS_TVM].update(info)
+            rows.update(tvm_built)
+        elif row == OURS_ORT:
             rows[row] = {"kind": "ort", "path": save_model(quantized, folder / f"{name}-ort-cpu.onnx"), **info}
             rows[OURS_ORT_ON_OV] = {"kind": "openvino", **info, "path": compile_model(
                 quantized, folder / f"{name}-ort-cpu.xml", RuntimeConfig(threads=threads), quiet=True)}
@@ -196,6 +236,10 @@ def accuracy(rows: dict[str, dict], calib: str, images: str, threads: int) -> di
         elif spec["kind"] == "raw":
             predict = OpenVinoRunner(spec["path"], config=RuntimeConfig(threads=threads,
                                                                         inference_precision=spec.get("precision"))).predict
+        elif spec["kind"] == "tvm":
+            from yolograph.backends.tvm import load_runner
+
+            predict = load_runner(spec["path"], threads=threads).predict
         else:
             predict = OpenVinoRunner(spec["path"], threads=threads).predict
         result = evaluate(predict, calib, images=images)
@@ -225,9 +269,11 @@ def targets(result: dict) -> dict:
     def ratio(a: str, b: str) -> float:
         return round(rows[a]["median_ms"] / rows[b]["median_ms"], 3)
 
-    best = min((OURS_OV, OURS_ORT, OURS_ORT_ON_OV), key=lambda r: rows[r]["median_ms"])  # its best CPU backend
+    ours = [r for r in (OURS_OV, OURS_ORT, OURS_ORT_ON_OV, OURS_TVM) if r in rows]
+    best = min(ours, key=lambda r: rows[r]["median_ms"])  # its best CPU backend
     maps = {r: rows[r].get("map50_95") for r in (best, NNCF)}
-    return {
+    found = {} if OURS_TVM not in rows else {"tvm": tvm_targets(rows, ratio)}
+    return {**found,
         "best_int8_vs_nncf": {"row": best, "speedup": ratio(NNCF, best), "target": 1.1,
                               "map50_95": maps[best], "nncf_map50_95": maps[NNCF],
                               "met": ratio(NNCF, best) >= 1.1 and (maps[best] or 0) >= (maps[NNCF] or 0)},
@@ -236,6 +282,25 @@ def targets(result: dict) -> dict:
         "openvino_backend_float_vs_plain": {"slowdown": round(1 / ratio(OV_DEFAULT, OURS_OV_FLOAT), 3),
                                             "target": 1.05, "met": 1 / ratio(OV_DEFAULT, OURS_OV_FLOAT) <= 1.05},
     }
+
+
+def tvm_targets(rows: dict[str, dict], ratio) -> dict:
+    """Issue 18's targets from the --tvm rows: INT8 vs TVM float and NNCF (mAP within 0.3 point of
+    yolograph's ORT INT8), float32 vs OpenVINO f32, bf16 vs OpenVINO's default precision."""
+    int8_map, ort_map = rows[OURS_TVM].get("map50_95"), rows[OURS_ORT].get("map50_95")
+    found = {
+        "int8_vs_tvm_float": {"speedup": ratio(TVM_FLOAT, OURS_TVM), "target": 1.5, "met": ratio(TVM_FLOAT, OURS_TVM) >= 1.5},
+        "int8_vs_nncf": {"speedup": ratio(NNCF, OURS_TVM), "target": 1.1, "map50_95": int8_map,
+                         "ort_int8_map50_95": ort_map, "met": ratio(NNCF, OURS_TVM) >= 1.1 and None not in (int8_map, ort_map)
+                         and int8_map >= ort_map - 0.003},
+        "float32_vs_openvino_f32": {"speedup": ratio(OV_F32, TVM_FLOAT), "target": 1.0,
+                                    "met": ratio(OV_F32, TVM_FLOAT) >= 1.0},
+    }
+    if TVM_BF16 in rows:
+        found["bf16_vs_openvino_default"] = {"speedup": ratio(OV_DEFAULT, TVM_BF16), "target": 1.0,
+                                             "map50_95": rows[TVM_BF16].get("map50_95"),
+                                             "met": ratio(OV_DEFAULT, TVM_BF16) >= 1.0}
+    return found
 
 
 def markdown_table(result: dict) -> str:
@@ -262,6 +327,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--runs", type=int, default=10, help="timed runs per model and turn")
     parser.add_argument("--warmup", type=int, default=6)
     parser.add_argument("--models", default="yolov8n,yolov8s")
+    parser.add_argument("--tvm", action="store_true", help="add the TVM backend's float32, bf16 and INT8 rows")
     parser.add_argument("--time-raw", type=Path, help=argparse.SUPPRESS)  # the bare-OpenVINO timing process
     parser.add_argument("--precision", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -283,7 +349,7 @@ def main(argv: list[str] | None = None) -> dict:
             # yolov8s has random weights (speed only): 8 calibration images are enough to time it.
             model_range = calib_range if name == "yolov8n" else ("0:2" if args.smoke else "0:8")
             model = load_model(str(official_yolov8n()) if name == "yolov8n" else name)
-            built[name] = build_rows(name, model, calib, model_range, Path(temp) / name, args.threads)
+            built[name] = build_rows(name, model, calib, model_range, Path(temp) / name, args.threads, tvm=args.tvm)
             result["models"][name] = {"weights": "COCO-trained" if name == "yolov8n" else "random (speed only)",
                                       "calibration": f"coco128 {model_range}", "rows": {}}
         for name, rows in built.items():
