@@ -38,13 +38,10 @@ NATIVE_TARGET = "llvm -mcpu=sapphirerapids -num-cores=2"  # an AVX512_BF16 + AMX
 
 def cpu_flags() -> dict[str, bool]:
     """The SIMD flags of this host that decide what the bf16 row means (from /proc/cpuinfo)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return {}
-    line = next((line for line in text.splitlines() if line.startswith("flags")), "")
-    present = set(line.split(":", 1)[-1].split())
-    return {flag: flag in present for flag in CPU_FLAGS}
+    from yolograph.runtime.host import cpu_flags as host_flags
+
+    present = host_flags()
+    return {} if present is None else {flag: flag in present for flag in CPU_FLAGS}
 
 
 def confident_box_error(actual: np.ndarray, reference: np.ndarray) -> dict[str, float | int]:

@@ -16,7 +16,7 @@ from onnx import TensorProto, helper
 
 from graphs import make_model
 from yolograph.errors import BackendError
-from yolograph.quantization.profiles import cpu_flags
+from yolograph.runtime.host import cpu_flags
 from yolograph.runtime import OrtOptions, OrtRunner
 
 pytest.importorskip("tvm", reason="the tvm extra is not installed")

@@ -14,6 +14,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from yolograph.runtime.host import cpu_flags
+
 
 DB_ENV_VAR = "YOLOGRAPH_TVM_TUNING_DB"
 SHIPPED_ENV_VAR = "YOLOGRAPH_TVM_SHIPPED_RECORDS"  # "0": ignore data/tuning (benchmarks of untuned code)
@@ -111,9 +113,8 @@ def _is_x86_avx2(target) -> bool:
     triple = str(target.attrs.get("mtriple", ""))
     if triple and not triple.startswith("x86_64"):
         return False
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
+    flags = cpu_flags()
+    if flags is None:
         return False
     from yolograph.backends.tvm.cpu_schedules import vector_lanes
 

@@ -14,7 +14,7 @@ import shlex
 from typing import Any
 
 from yolograph.errors import BackendError
-from yolograph.quantization.profiles import cpu_flags
+from yolograph.runtime.host import cpu_flags
 
 # LLVM float flags yolograph turns on for CPU targets unless the target sets them: FMA contraction
 # and reassociation let LLVM vectorize reductions (untuned yolov8n: 2.9x faster), and change

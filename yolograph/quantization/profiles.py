@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import platform
 from dataclasses import dataclass, replace
-from functools import lru_cache
 
 from yolograph.errors import PipelineError
+from yolograph.runtime.host import cpu_flags
 
 # Ops through which values pass unchanged (or are only selected): no requantization is needed.
 DATA_MOVEMENT_OPS = frozenset({"MaxPool", "Resize", "Split", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten"})
@@ -165,16 +165,3 @@ def host_profile(name: str, machine: str, flags: frozenset[str] | None) -> str:
     x86 = machine.lower() in ("x86_64", "amd64", "i686", "x86")
     vnni = flags is not None and bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
     return seven if x86 and flags is not None and not vnni else eight
-
-
-@lru_cache(maxsize=1)
-def cpu_flags() -> frozenset[str] | None:
-    """The CPU feature flags Linux reports (/proc/cpuinfo), or None where they cannot be read."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        return None
-    return None
