@@ -20,7 +20,7 @@ per-round ratios of medians against the anchors.
     pip install 'yolograph[openvino]' nncf      # nncf is for this benchmark only, never a runtime dependency
     python benchmarks/cpu_int8.py                # writes benchmarks/results/cpu_int8.json, prints the table
     python benchmarks/cpu_int8.py --smoke        # yolov8n, 2 calibration and 2 evaluation images, 1 round
-    python benchmarks/cpu_int8.py --tvm --models yolov8n --out benchmarks/results/tvm_cpu_peers.json
+    python benchmarks/cpu_int8.py --tvm          # also the TVM backend's float32, bf16 and INT8 rows (issue 18)
 """
 
 from __future__ import annotations

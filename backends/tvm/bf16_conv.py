@@ -65,9 +65,7 @@ def pack_weight(hwio: np.ndarray) -> np.ndarray:
 
 def conv2d_nhwc_bf16(data, weight, strides, padding, dilation):
     """TE: NHWC bf16 data x packed bf16 weight [kh, kw, Cin/2, Cout, 2] -> float32 NHWC (float32 sums)."""
-    from tvm import te
-
-    from tvm import tirx
+    from tvm import te, tirx
 
     n, height, width, channels = (int(d) for d in data.shape)
     kh, kw, pairs, cout, _ = (int(d) for d in weight.shape)
